@@ -1,0 +1,124 @@
+"""The architecture layer: the only module that knows where a model keeps its parts.
+
+Everything else in `eas` (skipping, adapters, re-parameterisation, measurement) asks this module
+for the decoder layers, the attention, the MLP and the norms, so supporting a new family means
+editing this file alone.
+
+All supported families share the LLaMA block layout
+
+    x = x + self_attn(input_layernorm(x))
+    x = x + mlp(post_attention_layernorm(x)),   mlp(n) = down_proj(act(gate_proj(n)) * up_proj(n))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import nn
+
+# Class name -> how to reach the text decoder (the module owning `.layers`) from the top model.
+_TEXT_MODEL_PATH = {
+    "LlamaForCausalLM": ("model",),
+    "Qwen2ForCausalLM": ("model",),
+    "MistralForCausalLM": ("model",),
+    # transformers 5.x: LlavaForConditionalGeneration.model is a LlavaModel whose
+    # .language_model is the bare decoder (LlamaModel for LLaVA-1.5).
+    "LlavaForConditionalGeneration": ("model", "language_model"),
+    "MiniLlava": ("language_model", "model"),
+}
+SUPPORTED_FAMILIES = tuple(_TEXT_MODEL_PATH)
+
+
+class UnsupportedModelError(TypeError):
+    pass
+
+
+@dataclass(frozen=True)
+class LayerParts:
+    """Handles on one decoder block's sub-modules (the block's own modules, not copies)."""
+
+    attn_norm: nn.Module
+    attn: nn.Module
+    ffn_norm: nn.Module
+    mlp: nn.Module
+
+    @property
+    def gate(self) -> nn.Linear:
+        return self.mlp.gate_proj
+
+    @property
+    def up(self) -> nn.Linear:
+        return self.mlp.up_proj
+
+    @property
+    def down(self) -> nn.Linear:
+        return self.mlp.down_proj
+
+    @property
+    def qkv(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
+        return self.attn.q_proj, self.attn.k_proj, self.attn.v_proj
+
+
+def family(model: nn.Module) -> str:
+    """The supported family name of `model`, or a clear error naming the supported ones."""
+    name = type(model).__name__
+    if name not in _TEXT_MODEL_PATH:
+        raise UnsupportedModelError(
+            f"{name} is not a supported model family; expected one of {', '.join(SUPPORTED_FAMILIES)} "
+            "(decoder blocks laid out as input_layernorm/self_attn/post_attention_layernorm/mlp)."
+        )
+    return name
+
+
+def text_model(model: nn.Module) -> nn.Module:
+    """The decoder stack (a LlamaModel-like module with `.layers`, `.embed_tokens`, `.norm`)."""
+    module = model
+    for attr in _TEXT_MODEL_PATH[family(model)]:
+        module = getattr(module, attr)
+    return module
+
+
+def decoder_layers(model: nn.Module) -> nn.ModuleList:
+    return text_model(model).layers
+
+
+def num_layers(model: nn.Module) -> int:
+    return len(decoder_layers(model))
+
+
+def text_config(model: nn.Module):
+    return text_model(model).config
+
+
+def lm_head(model: nn.Module) -> nn.Linear:
+    if family(model) == "MiniLlava":
+        return model.language_model.lm_head
+    return model.lm_head
+
+
+def input_embeddings(model: nn.Module) -> nn.Embedding:
+    return text_model(model).embed_tokens
+
+
+def layer_parts(layer: nn.Module) -> LayerParts:
+    """Parts of a decoder block; accepts the original block or an `eas` wrapper around it."""
+    block = getattr(layer, "block", layer)
+    try:
+        return LayerParts(
+            attn_norm=block.input_layernorm,
+            attn=block.self_attn,
+            ffn_norm=block.post_attention_layernorm,
+            mlp=block.mlp,
+        )
+    except AttributeError as err:
+        raise UnsupportedModelError(
+            f"{type(block).__name__} does not have the LLaMA block layout "
+            f"(input_layernorm, self_attn, post_attention_layernorm, mlp): {err}"
+        ) from None
+
+
+def check_layer_index(model: nn.Module, index: int) -> int:
+    n = num_layers(model)
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+        raise IndexError(f"layer index {index!r} is out of range: this model has {n} decoder layers (0..{n - 1}).")
+    return index
