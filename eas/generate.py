@@ -12,6 +12,8 @@ from typing import Callable
 
 import torch
 
+from .pia.context import prompt_context
+
 
 @dataclass
 class Generation:
@@ -22,7 +24,9 @@ class Generation:
 @torch.no_grad()
 def prefill(model, batch):
     """Run the prompt; return the first generated token per row, the cache, and the mask."""
-    hidden, cache = model(batch.input_ids, batch.attention_mask, batch.image_features, use_cache=True)
+    # EAS: the prompt context lets PIA compute (and keep, for decoding) its prompt mean.
+    with prompt_context(batch.prompt_mask, batch.attention_mask):
+        hidden, cache = model(batch.input_ids, batch.attention_mask, batch.image_features, use_cache=True)
     next_token = model.lm_head(hidden[:, -1]).argmax(-1)
     return next_token, cache
 
@@ -38,13 +42,21 @@ def greedy_generate(model, batch, max_new_tokens: int, *, ignore_eos: bool = Fal
                     use_cache: bool = True, after_prefill: Callable | None = None) -> Generation:
     """Greedy decoding. `ignore_eos` keeps every row going for exactly `max_new_tokens` (timing).
 
-    `after_prefill(model, batch)` runs once between prefill and the first decode step."""
+    `after_prefill(model, batch)` runs once between prefill and the first decode step; if it returns
+    a callable (eas.reparam.merge_after_prefill returns its `unmerge`), that runs after decoding."""
     if not use_cache:
         return _greedy_uncached(model, batch, max_new_tokens, ignore_eos)
-    eos = model.eos_token_id
     token, cache = prefill(model, batch)
-    if after_prefill is not None:
-        after_prefill(model, batch)
+    undo = after_prefill(model, batch) if after_prefill is not None else None
+    try:
+        return _decode(model, batch, token, cache, max_new_tokens, ignore_eos)
+    finally:
+        if callable(undo):  # EAS: undo a per-batch merge so the next prefill sees the unmerged model
+            undo()
+
+
+def _decode(model, batch, token, cache, max_new_tokens: int, ignore_eos: bool) -> Generation:
+    eos = model.eos_token_id
     mask = batch.attention_mask
     out = [token]
     done = token == eos
@@ -64,10 +76,12 @@ def _greedy_uncached(model, batch, max_new_tokens: int, ignore_eos: bool) -> Gen
     """Re-runs the whole sequence each step: the reference the cached path must match."""
     eos = model.eos_token_id
     ids, mask = batch.input_ids, batch.attention_mask
+    prompt = batch.prompt_mask  # EAS: generated tokens are not prompt, so PIA's prompt mean stays the prompt's
     out = []
     done = torch.zeros(ids.shape[0], dtype=torch.bool)
     for _ in range(max_new_tokens):
-        hidden, _ = model(ids, mask, batch.image_features)
+        with prompt_context(prompt, mask):
+            hidden, _ = model(ids, mask, batch.image_features)
         token = model.lm_head(hidden[:, -1]).argmax(-1)
         if not ignore_eos:
             token = torch.where(done, torch.full_like(token, eos), token)
@@ -75,6 +89,7 @@ def _greedy_uncached(model, batch, max_new_tokens: int, ignore_eos: bool) -> Gen
         out.append(token)
         ids = torch.cat([ids, token[:, None]], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+        prompt = torch.cat([prompt, prompt.new_zeros(prompt.shape[0], 1)], dim=1)
         if done.all() and not ignore_eos:
             break
     return Generation(torch.stack(out, dim=1))

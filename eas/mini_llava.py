@@ -15,6 +15,7 @@ Prompt layout (SmolLM2's chat format; visual tokens lead the user turn as in LLa
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 from dataclasses import dataclass
@@ -108,6 +109,11 @@ class VisionEncoder(nn.Module):
         return pooled.flatten(2).transpose(1, 2)
 
 
+@functools.lru_cache(maxsize=2)
+def vision_encoder(grid: int) -> VisionEncoder:
+    return VisionEncoder(grid)
+
+
 def load_pixels(path: str | Path) -> torch.Tensor:
     from PIL import Image
 
@@ -132,7 +138,7 @@ def image_features(paths, grid: int, batch_size: int = 32, progress: bool = True
     if store.exists():
         flat = load_file(store)
         return {p: flat[str(i)] for i, p in enumerate(paths)}
-    encoder = VisionEncoder(grid)
+    encoder = vision_encoder(grid)
     out: dict[str, torch.Tensor] = {}
     for start in tqdm(range(0, len(paths), batch_size), desc=f"vision features (grid {grid})", disable=not progress):
         chunk = paths[start : start + batch_size]
@@ -249,11 +255,17 @@ class MiniLlava(nn.Module):
         return embeds
 
     def forward(self, input_ids, attention_mask, image_features=None, past_key_values=None,
-                use_cache: bool = False):
+                use_cache: bool = False, prompt_mask=None):
         """Final hidden states (after the last norm) of the new tokens, and the cache.
 
         `attention_mask` covers the cached tokens plus the new ones. Positions count only real
-        tokens, so left padding does not shift the rotary phases."""
+        tokens, so left padding does not shift the rotary phases. `prompt_mask` (full-sequence
+        forwards only) tells PIA which tokens its prompt mean covers (eas.pia.prompt_context)."""
+        if prompt_mask is not None:  # EAS: PIA's prompt mean needs the prompt mask
+            from .pia.context import prompt_context
+
+            with prompt_context(prompt_mask, attention_mask):
+                return self.forward(input_ids, attention_mask, image_features, past_key_values, use_cache)
         embeds = self.embed(input_ids, image_features)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         out = self.language_model.model(
@@ -283,7 +295,8 @@ class MiniLlava(nn.Module):
 
 def answer_loss(model: MiniLlava, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over answer tokens only; LM-head logits only where needed."""
-    hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features)
+    # EAS: the prompt mask makes PIA average over the prompt only, also under teacher forcing.
+    hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features, prompt_mask=batch.prompt_mask)
     targets = batch.labels[:, 1:]
     where = targets != -100
     logits = model.lm_head(hidden[:, :-1][where])

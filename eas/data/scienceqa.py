@@ -1,0 +1,591 @@
+"""ScienceQA-format multiple-choice questions with rationales: loader and offline analog generator.
+
+Layout (the official release): `problems.json` maps pid -> problem, `pid_splits.json` maps split -> pids,
+and problems with an image have it at `images/{split}/{pid}/image.png` (some copies use `images/{pid}/`).
+
+The analog is produced by templates whose answers are computed, not looked up from a model: questions
+on easy-vqa pictures (IMG), questions with a text context in `hint` (TXT) and questions with neither
+(NO), across natural, social and language science. Each split cycles through every template and
+alternates the grade band, so every metric column has items in every split once a split holds at
+least two items per template (30 with the 15 templates here).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from eas.io import write_bytes, write_json
+
+from ._common import (
+    DatasetError,
+    DatasetNotFound,
+    Example,
+    check_split,
+    read_json,
+    require_dir,
+    seeded_rng,
+    take,
+)
+
+LAYOUT = (
+    "root/problems.json (pid -> {question, choices, answer, hint, image, subject, grade, ...}), "
+    "root/pid_splits.json ({'train': [pids], 'val': [...], 'test': [...]}), "
+    "root/images/{split}/{pid}/image.png (or root/images/{pid}/image.png) for problems with an image"
+)
+REQUIRED_FIELDS = ("question", "choices", "answer", "hint", "image", "subject", "grade")
+SUBJECT_CODES = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
+LETTERS = "ABCDE"
+DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 500}
+INSTRUCTION = 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.'
+
+
+# ----------------------------------------------------------------------------------------------
+# loading (works on the official release and on the analog)
+
+
+def option_letters(n: int) -> str:
+    return LETTERS[:n] if n <= len(LETTERS) else "".join(chr(ord("A") + i) for i in range(n))
+
+
+def format_prompt(hint: str, question: str, choices: list[str]) -> str:
+    options = " ".join(f"({letter}) {choice}" for letter, choice in zip(option_letters(len(choices)), choices))
+    return f"Context: {hint.strip() or 'N/A'}\nQuestion: {question}\nOptions: {options}\n{INSTRUCTION}"
+
+
+def format_target(letter: str, solution: str) -> str:
+    return f"The answer is ({letter}). BECAUSE: {solution.strip()}"
+
+
+def grade_band(grade: str) -> str:
+    match = re.fullmatch(r"grade(\d+)", str(grade))
+    if not match:
+        raise DatasetError(f"grade {grade!r} is not of the form 'gradeN'")
+    return "G1-6" if int(match.group(1)) <= 6 else "G7-12"
+
+
+def find_image(root: Path, split: str, pid: str, name: str) -> Path:
+    candidates = [root / "images" / split / pid / name, root / "images" / pid / name, root / split / pid / name]
+    for path in candidates:
+        if path.is_file():
+            return path
+    tried = ", ".join(str(p) for p in candidates)
+    raise DatasetNotFound(f"image for problem {pid} not found (tried {tried}); expected layout: {LAYOUT}")
+
+
+def to_example(root: Path, pid: str, problem: dict, split: str) -> Example:
+    problems_file = root / "problems.json"
+    if not isinstance(problem, dict):
+        raise DatasetError(f"problem {pid} in {problems_file} is not an object; expected layout: {LAYOUT}")
+    missing = [f for f in REQUIRED_FIELDS if f not in problem]
+    if missing:
+        raise DatasetError(f"problem {pid} in {problems_file} lacks fields {missing}; expected layout: {LAYOUT}")
+    choices = [str(c) for c in problem["choices"]]
+    answer = problem["answer"]
+    if not (2 <= len(choices) and isinstance(answer, int) and 0 <= answer < len(choices)):
+        raise DatasetError(f"problem {pid} in {problems_file}: answer {answer!r} is not an index into {choices}")
+    if problem["subject"] not in SUBJECT_CODES:
+        raise DatasetError(f"problem {pid} in {problems_file}: unknown subject {problem['subject']!r}")
+    letter = option_letters(len(choices))[answer]
+    image = None
+    if problem["image"]:
+        image = str(find_image(root, problem.get("split", split), pid, problem["image"]).resolve())
+    hint = problem["hint"] or ""
+    return Example(
+        uid=str(pid),
+        prompt=format_prompt(hint, problem["question"], choices),
+        target=format_target(letter, problem.get("solution") or ""),
+        answer=letter,
+        image=image,
+        meta={
+            "subject": SUBJECT_CODES[problem["subject"]],
+            "has_text": bool(hint.strip()),
+            "has_image": image is not None,
+            "grade": grade_band(problem["grade"]),
+            "n_choices": len(choices),
+            "choices": choices,
+        },
+    )
+
+
+def load(root: Path, split: str, *, limit: int | None = None) -> list[Example]:
+    check_split(split)
+    root = require_dir(Path(root), LAYOUT)
+    problems = read_json(root / "problems.json", LAYOUT)
+    splits = read_json(root / "pid_splits.json", LAYOUT)
+    if not isinstance(problems, dict) or not isinstance(splits, dict):
+        raise DatasetError(f"{root}/problems.json and pid_splits.json must hold JSON objects; expected layout: {LAYOUT}")
+    if split not in splits:
+        raise DatasetError(f"{root / 'pid_splits.json'} has no split {split!r} (has {sorted(splits)})")
+    pids = take([str(p) for p in splits[split]], limit)
+    unknown = [p for p in pids if p not in problems]
+    if unknown:
+        raise DatasetError(
+            f"{root / 'pid_splits.json'} lists pids with no problem in problems.json: {unknown[:5]}"
+        )
+    return [to_example(root, pid, problems[pid], split) for pid in pids]
+
+
+# ----------------------------------------------------------------------------------------------
+# the analog's facts: small tables the templates draw from
+
+
+ANIMAL_GROUPS = {
+    "mammal": ["dog", "horse", "whale", "bat", "rabbit", "elephant", "tiger", "goat"],
+    "bird": ["eagle", "penguin", "robin", "owl", "parrot", "duck"],
+    "reptile": ["lizard", "snake", "turtle", "crocodile", "gecko"],
+    "fish": ["salmon", "shark", "trout", "goldfish", "tuna"],
+    "amphibian": ["frog", "toad", "salamander", "newt"],
+}
+ANIMAL_TRAITS = {
+    "mammal": "have fur or hair and feed their young with milk",
+    "bird": "have feathers, two wings and a beak, and lay eggs with hard shells",
+    "reptile": "have dry, scaly skin and lay eggs with leathery shells on land",
+    "fish": "live in water, breathe with gills and swim with fins",
+    "amphibian": "have moist skin and usually start life in water before moving onto land",
+}
+MATTER = {
+    "solid": ["rock", "ice cube", "wooden spoon", "coin", "pencil", "brick"],
+    "liquid": ["milk", "orange juice", "rain water", "vinegar", "olive oil", "lemonade"],
+    "gas": ["steam", "the air inside a balloon", "helium", "water vapor", "oxygen"],
+}
+MATTER_TRAITS = {
+    "solid": "keeps its own shape and takes up a fixed amount of space",
+    "liquid": "has a fixed volume but takes the shape of whatever container holds it",
+    "gas": "has no fixed shape or volume and spreads out to fill any container",
+}
+COUNTRIES = {  # country: (capital, continent)
+    "France": ("Paris", "Europe"), "Germany": ("Berlin", "Europe"), "Italy": ("Rome", "Europe"),
+    "Spain": ("Madrid", "Europe"), "Norway": ("Oslo", "Europe"), "Japan": ("Tokyo", "Asia"),
+    "India": ("New Delhi", "Asia"), "China": ("Beijing", "Asia"), "Thailand": ("Bangkok", "Asia"),
+    "Kenya": ("Nairobi", "Africa"), "Egypt": ("Cairo", "Africa"), "Nigeria": ("Abuja", "Africa"),
+    "Ghana": ("Accra", "Africa"), "Canada": ("Ottawa", "North America"),
+    "Mexico": ("Mexico City", "North America"), "Cuba": ("Havana", "North America"),
+    "Brazil": ("Brasilia", "South America"), "Peru": ("Lima", "South America"),
+    "Chile": ("Santiago", "South America"), "Argentina": ("Buenos Aires", "South America"),
+    "Australia": ("Canberra", "Oceania"), "New Zealand": ("Wellington", "Oceania"), "Fiji": ("Suva", "Oceania"),
+}
+CONTINENTS = ["Africa", "Asia", "Europe", "North America", "South America", "Oceania"]
+WORDS = [
+    "apple", "anchor", "basket", "bridge", "candle", "castle", "desert", "dragon", "engine", "feather",
+    "forest", "garden", "guitar", "harbor", "helmet", "island", "jacket", "kettle", "ladder", "lemon",
+    "magnet", "meadow", "needle", "orange", "otter", "pencil", "pepper", "planet", "quilt", "rabbit",
+    "river", "saddle", "silver", "spider", "tunnel", "turtle", "umbrella", "valley", "violin", "window",
+    "winter", "yellow", "zebra", "button", "bottle", "carrot", "cabin", "marble", "market", "pillow",
+]
+RHYMES = {
+    "at": ["cat", "hat", "bat", "mat", "rat"], "un": ["sun", "fun", "run", "bun"],
+    "ake": ["cake", "lake", "bake", "rake"], "ig": ["pig", "dig", "wig", "fig"],
+    "op": ["mop", "top", "hop", "pop"], "ell": ["bell", "well", "shell", "tell"],
+    "ing": ["king", "ring", "sing", "wing"], "ock": ["sock", "rock", "lock", "clock"],
+}
+WORD_CLASSES = {
+    "noun": ["teacher", "mountain", "bicycle", "kitten", "library", "spoon", "ocean"],
+    "verb": ["jump", "whisper", "build", "swim", "carry", "laugh", "paint"],
+    "adjective": ["bright", "gentle", "noisy", "tiny", "shiny", "brave", "soft"],
+}
+WORD_CLASS_MEANING = {
+    "noun": "a word that names a person, place, animal or thing",
+    "verb": "a word that names an action, something that someone or something does",
+    "adjective": "a word that describes a noun by telling what it is like",
+}
+SENTENCE_ANIMALS = ["puppy", "kitten", "pony", "duckling", "hamster", "lamb"]
+SENTENCE_ADJECTIVES = ["sleepy", "fluffy", "hungry", "playful", "muddy", "curious"]
+SENTENCE_VERBS = ["sleeps", "waits", "plays", "sits", "rests", "hides"]
+SENTENCE_PLACES = ["barn", "fence", "pond", "gate", "window", "garden"]
+NAMES = ["Maya", "Liam", "Ava", "Noah", "Zoe", "Omar", "Lena", "Ravi", "Sofia", "Kenji"]
+PLACES = ["fridge", "garden shade", "kitchen counter", "parked car", "sunny windowsill", "basement"]
+GOODS = ["a bag of apples", "a loaf of bread", "a jar of honey", "a box of pencils", "a bunch of flowers"]
+SHAPE_FACTS = {
+    "circle": "a circle is one smooth curved line with no straight sides and no corners",
+    "rectangle": "a rectangle has four straight sides and four square corners",
+    "triangle": "a triangle has three straight sides that meet at three corners",
+    "pentagon": "a pentagon has five straight sides and five corners",
+    "star": "a star has pointed tips that stick out all around its middle",
+}
+SHAPE_CORNERS = {"circle": 0, "rectangle": 4, "triangle": 3}
+COLOR_FACTS = {
+    "red": "red is the colour of ripe strawberries and stop signs",
+    "green": "green is the colour of grass and fresh leaves",
+    "blue": "blue is the colour of a clear daytime sky",
+    "yellow": "yellow is the bright colour of lemons and sunflowers",
+    "black": "black is the darkest colour, the colour of coal",
+    "gray": "gray lies between black and white, like storm clouds or ash",
+    "brown": "brown is the colour of wood, soil and chocolate",
+    "teal": "teal is a deep blue-green that sits between blue and green",
+}
+SHAPES = list(SHAPE_CORNERS)
+COLORS = list(COLOR_FACTS)
+
+
+def plural(word: str) -> str:
+    if word == "fish":
+        return word
+    return word + ("es" if word.endswith(("sh", "ch", "s", "x")) else "s")
+
+
+def join_words(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+
+# ----------------------------------------------------------------------------------------------
+# templates: each draws one problem with n options (it may use fewer when its facts run out)
+
+
+@dataclass
+class Draft:
+    question: str
+    correct: str
+    wrong: list[str]
+    solution: str
+    hint: str = ""
+    image: Path | None = None
+
+
+@dataclass(frozen=True)
+class Picture:
+    path: Path
+    shape: str
+    color: str
+
+
+@dataclass(frozen=True)
+class Template:
+    make: Callable[[random.Random, int, Callable[[], Picture]], Draft]
+    subject: str
+    topic: str
+    category: str
+    skill: str
+    lecture: str
+    min_choices: int = 2
+
+
+def select_animal(rng, n, picture):
+    group, *others = rng.sample(list(ANIMAL_GROUPS), min(n, len(ANIMAL_GROUPS)))
+    correct = rng.choice(ANIMAL_GROUPS[group])
+    wrong = [(rng.choice(ANIMAL_GROUPS[g]), g) for g in others]
+    why_not = " ".join(f"A {w} is a {g}: {plural(g)} {ANIMAL_TRAITS[g]}." for w, g in wrong[:2])
+    solution = f"{plural(group).capitalize()} {ANIMAL_TRAITS[group]}. A {correct} is a {group}. {why_not}"
+    return Draft(f"Select the {group}.", correct, [w for w, _ in wrong], solution)
+
+
+def state_of_matter(rng, n, picture):
+    state, *others = rng.sample(list(MATTER), min(n, len(MATTER)))
+    correct = rng.choice(MATTER[state])
+    wrong = [(rng.choice(MATTER[s]), s) for s in others]
+    why_not = " ".join(f"{w.capitalize()} is a {s}, because it {MATTER_TRAITS[s]}." for w, s in wrong[:2])
+    solution = f"A {state} {MATTER_TRAITS[state]}. {correct.capitalize()} behaves this way, so it is a {state}. {why_not}"
+    return Draft(f"Which of these is a {state}?", correct, [w for w, _ in wrong], solution)
+
+
+def thermal_energy(rng, n, picture):
+    name = rng.choice(NAMES)
+    places = rng.sample(PLACES, n)
+    temps = rng.sample(range(4, 46), n)
+    most = rng.random() < 0.5
+    pick = temps.index(max(temps) if most else min(temps))
+    readings = "; ".join(f"the one in the {p} reached {t}°C" for p, t in zip(places, temps))
+    hint = f"{name} filled {n} identical bottles with the same amount of water and left them in different places: {readings}."
+    word = "most" if most else "least"
+    others = [f"{t}°C in the {p}" for i, (p, t) in enumerate(zip(places, temps)) if i != pick]
+    solution = (
+        f"The bottles hold the same amount of the same water, so the {'warmer' if most else 'colder'} a bottle is, "
+        f"the {'more' if most else 'less'} thermal energy it has. The bottle in the {places[pick]} was at {temps[pick]}°C, "
+        f"{'warmer' if most else 'colder'} than {join_words(others)}, so it has the {word} thermal energy."
+    )
+    options = [f"the bottle in the {p}" for p in places]
+    question = f"Which bottle of water has the {word} thermal energy?"
+    return Draft(question, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
+
+
+def plant_growth(rng, n, picture):
+    name = rng.choice(NAMES)
+    weeks = [rng.randint(2, 9) for _ in range(2 if n <= 3 else 3)]
+    total = sum(weeks)
+    ordinal = ["first", "second", "third"]
+    parts = join_words([f"{w} centimeters in the {ordinal[i]} week" for i, w in enumerate(weeks)])
+    hint = f"{name} measured a bean plant every week. It grew {parts}."
+    wrong = [total + d for d in (-2, -1, 1, 2, 3) if total + d > 0]
+    rng.shuffle(wrong)
+    wrong = [f"{w} centimeters" for w in wrong[: n - 1]]
+    sum_text = " + ".join(str(w) for w in weeks)
+    solution = (
+        f"To find how much the plant grew in all, add the growth of each week: {sum_text} = {total}. "
+        f"The plant therefore grew {total} centimeters over the {len(weeks)} weeks that {name} measured; the other totals come from adding wrongly."
+    )
+    return Draft(f"How many centimeters did the plant grow in those {len(weeks)} weeks?", f"{total} centimeters", wrong, solution, hint=hint)
+
+
+def capital_city(rng, n, picture):
+    country, *others = rng.sample(list(COUNTRIES), n)
+    capital, continent = COUNTRIES[country]
+    why_not = " ".join(f"{COUNTRIES[o][0]} is the capital of {o}." for o in others[:2])
+    solution = (
+        f"A capital is the city where a country's national government meets. {country} is in {continent}, "
+        f"and its government meets in {capital}, so {capital} is the capital of {country}. {why_not}"
+    )
+    return Draft(f"What is the capital of {country}?", capital, [COUNTRIES[o][0] for o in others], solution)
+
+
+def continent_of(rng, n, picture):
+    country = rng.choice(list(COUNTRIES))
+    capital, continent = COUNTRIES[country]
+    others = rng.sample([c for c in CONTINENTS if c != continent], n - 1)
+    neighbours = [c for c, (_, k) in COUNTRIES.items() if k == continent and c != country][:2]
+    solution = (
+        f"{country} lies on the continent of {continent}, together with countries such as {join_words(neighbours)}. "
+        f"Its capital, {capital}, is in {continent} as well. {join_words(others)} "
+        f"{'is a different continent' if len(others) == 1 else 'are different continents'}, and {country} is not part of them."
+    )
+    return Draft(f"Which continent is {country} on?", continent, others, solution)
+
+
+def cheapest_stand(rng, n, picture):
+    buyer, *sellers = rng.sample(NAMES, n + 1)
+    item = rng.choice(GOODS)
+    prices = rng.sample(range(2, 15), n)
+    pick = prices.index(min(prices))
+    listing = ", ".join(f"{s}'s stand charges ${p}" for s, p in zip(sellers, prices))
+    hint = f"At the farmers' market, {buyer} wants to buy {item}. The same item is sold at several stands: {listing}."
+    others = [f"${p} at {s}'s stand" for i, (s, p) in enumerate(zip(sellers, prices)) if i != pick]
+    solution = (
+        f"When every stand sells the same item, a buyer spends the least money by choosing the lowest price. "
+        f"{sellers[pick]}'s stand charges ${prices[pick]}, which is less than {join_words(others)}, so {buyer} "
+        f"should buy {item} there and keep more money for other things."
+    )
+    options = [f"at {s}'s stand" for s in sellers]
+    question = f"Where can {buyer} buy {item} for the least money?"
+    return Draft(question, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
+
+
+def alphabetical_first(rng, n, picture):
+    words = rng.sample(WORDS, n)
+    first = min(words)
+    runner = min(w for w in words if w != first)
+    k = next((i for i, (a, b) in enumerate(zip(first, runner)) if a != b), min(len(first), len(runner)))
+    if k == 0:
+        detail = f"'{first}' starts with '{first[0]}', which comes before the first letters of {join_words([repr(w) for w in words if w != first])}."
+    else:
+        detail = (
+            f"'{first}' and '{runner}' both start with '{first[:k]}', so look at the next letter: "
+            f"'{first[k]}' comes before '{runner[k]}' in the alphabet."
+        )
+    solution = f"To put words in alphabetical order, compare them letter by letter, starting with the first letter. {detail} So '{first}' comes first."
+    return Draft("Which word would come first in alphabetical order?", first, [w for w in words if w != first], solution)
+
+
+def odd_rhyme(rng, n, picture):
+    family, other = rng.sample(list(RHYMES), 2)
+    rhyming = rng.sample(RHYMES[family], min(n - 1, len(RHYMES[family])))
+    odd = rng.choice(RHYMES[other])
+    solution = (
+        f"Words rhyme when they end with the same sound. {join_words(rhyming).capitalize()} {'both' if len(rhyming) == 2 else 'all'} end with the '-{family}' sound, "
+        f"so they rhyme. '{odd}' ends with the '-{other}' sound instead, so it does not rhyme with the others."
+    )
+    return Draft("Which word does not rhyme?", odd, rhyming, solution)
+
+
+def word_class(rng, n, picture):
+    cls = rng.choice(list(WORD_CLASSES))
+    correct = rng.choice(WORD_CLASSES[cls])
+    pool = [(w, c) for c, ws in WORD_CLASSES.items() if c != cls for w in ws]
+    wrong = rng.sample(pool, n - 1)
+    why_not = " ".join(f"'{w}' is a {c}, {WORD_CLASS_MEANING[c]}." for w, c in wrong[:2])
+    solution = f"A {cls} is {WORD_CLASS_MEANING[cls]}. '{correct}' is used this way, so it is a {cls}. {why_not}"
+    return Draft(f"Which word is a {cls}?", correct, [w for w, _ in wrong], solution)
+
+
+def sentence_adjective(rng, n, picture):
+    adj, animal = rng.choice(SENTENCE_ADJECTIVES), rng.choice(SENTENCE_ANIMALS)
+    verb, place = rng.choice(SENTENCE_VERBS), rng.choice(SENTENCE_PLACES)
+    hint = f"Read the sentence: The {adj} {animal} {verb} by the {place}."
+    solution = (
+        f"An adjective describes a noun. In this sentence '{adj}' tells what the {animal} is like, so it is the adjective. "
+        f"'{animal}' and '{place}' are nouns that name things, and '{verb}' is a verb that tells what the {animal} does."
+    )
+    wrong = rng.sample([animal, verb, place], min(n - 1, 3))
+    return Draft("Which word from the sentence is an adjective?", adj, wrong, solution, hint=hint)
+
+
+def picture_shape(rng, n, picture):
+    pic = picture()
+    wrong = rng.sample([s for s in SHAPE_FACTS if s != pic.shape], n - 1)
+    why_not = " ".join(f"It is not a {w}: {SHAPE_FACTS[w]}." for w in wrong[:1])
+    solution = f"Look at the outline of the {pic.color} figure in the image; {SHAPE_FACTS[pic.shape]}. The figure matches this, so it is a {pic.shape}. {why_not}"
+    return Draft("Which shape is shown in the image?", pic.shape, wrong, solution, image=pic.path)
+
+
+def picture_color(rng, n, picture):
+    pic = picture()
+    wrong = rng.sample([c for c in COLORS if c != pic.color], n - 1)
+    solution = (
+        f"The {pic.shape} in the image is filled with one colour, and {COLOR_FACTS[pic.color]}. The fill of the {pic.shape} is {pic.color}. "
+        f"The plain background around it does not count, and the other option{'s' if len(wrong) > 1 else ''}, "
+        f"{join_words(wrong)}, {'do' if len(wrong) > 1 else 'does'} not match the fill."
+    )
+    return Draft("What color is the shape in the image?", pic.color, wrong, solution, image=pic.path)
+
+
+def picture_corners(rng, n, picture):
+    pic = picture()
+    corners = SHAPE_CORNERS[pic.shape]
+    wrong = rng.sample([str(k) for k in range(7) if k != corners], n - 1)
+    solution = (
+        f"The image shows a {pic.color} {pic.shape}, and {SHAPE_FACTS[pic.shape]}. A corner is a point where two straight sides meet; "
+        f"counting those points on the {pic.shape} gives {corners}."
+    )
+    return Draft("How many corners does the shape in the image have?", str(corners), wrong, solution, image=pic.path)
+
+
+def picture_description(rng, n, picture):
+    pic = picture()
+    name = rng.choice(NAMES)
+    hint = f"{name} drew one shape on a card, coloured it in, and took a photo of the card."
+    pairs = [(c, s) for c in COLORS for s in SHAPES if (c, s) != (pic.color, pic.shape)]
+    wrong = [f"a {c} {s}" for c, s in rng.sample(pairs, n - 1)]
+    solution = (
+        f"The photo shows {name}'s card: {SHAPE_FACTS[pic.shape]}, which matches the figure, so it is a {pic.shape}, "
+        f"and its fill is {pic.color}. Only 'a {pic.color} {pic.shape}' gets both the shape and the colour right."
+    )
+    return Draft(f"Which phrase describes {name}'s drawing?", f"a {pic.color} {pic.shape}", wrong, solution, hint=hint, image=pic.path)
+
+
+NAT, SOC, LAN = "natural science", "social science", "language science"
+TEMPLATES = [
+    Template(select_animal, NAT, "biology", "Classify animals", "Identify animal groups",
+             "Scientists sort animals into groups by the traits they share."),
+    Template(picture_shape, NAT, "geometry", "Identify shapes", "Name a shape from a picture",
+             "Flat shapes are told apart by their sides and corners."),
+    Template(thermal_energy, NAT, "physics", "Thermal energy", "Compare thermal energy by temperature",
+             "Matter that is hotter has more thermal energy than the same matter when colder."),
+    Template(capital_city, SOC, "geography", "Capitals", "Identify capital cities",
+             "Every country has a capital city where its government meets."),
+    Template(alphabetical_first, LAN, "reference-skills", "Alphabetical order", "Order words alphabetically",
+             "Dictionaries and indexes list words in alphabetical order."),
+    Template(picture_color, NAT, "visual-properties", "Identify colours", "Name a colour from a picture",
+             "Objects can be described by the colour of their surface."),
+    Template(state_of_matter, NAT, "physics", "States of matter", "Identify solids, liquids and gases",
+             "Matter is usually found as a solid, a liquid or a gas."),
+    Template(cheapest_stand, SOC, "economics", "Prices", "Compare prices",
+             "A price is the amount of money a buyer gives a seller for a good."),
+    Template(odd_rhyme, LAN, "phonological-awareness", "Rhyming", "Find the word that does not rhyme",
+             "Rhyming words share the same ending sound.", min_choices=3),
+    Template(picture_corners, NAT, "geometry", "Count corners", "Count the corners of a shape",
+             "The corners of a flat shape are where its sides meet."),
+    Template(plant_growth, NAT, "biology", "Plant growth", "Add measurements",
+             "Growth over several periods adds up to the total growth."),
+    Template(continent_of, SOC, "geography", "Continents", "Locate countries on continents",
+             "The Earth's land is divided into large areas called continents."),
+    Template(word_class, LAN, "grammar", "Word classes", "Identify nouns, verbs and adjectives",
+             "Words can be grouped by the job they do in a sentence."),
+    Template(picture_description, NAT, "visual-properties", "Describe a picture", "Name a shape and its colour",
+             "A good description names both the shape and the colour of an object."),
+    Template(sentence_adjective, LAN, "grammar", "Adjectives in context", "Find the adjective in a sentence",
+             "Adjectives describe nouns."),
+]
+MAX_CHOICES = {  # the most options each template's facts allow
+    select_animal: len(ANIMAL_GROUPS), state_of_matter: len(MATTER), sentence_adjective: 4,
+    picture_shape: len(SHAPE_FACTS), odd_rhyme: 5, continent_of: 5,
+}
+
+
+# ----------------------------------------------------------------------------------------------
+# generation
+
+
+def easy_vqa_pictures(train: bool) -> list[Picture]:
+    """easy-vqa images whose shape and colour are both implied by their questions and answers."""
+    import easy_vqa
+
+    questions, answers, image_ids = easy_vqa.get_train_questions() if train else easy_vqa.get_test_questions()
+    paths = easy_vqa.get_train_image_paths() if train else easy_vqa.get_test_image_paths()
+    shapes, colors = defaultdict(set), defaultdict(set)
+    for question, answer, image_id in zip(questions, answers, image_ids):
+        words = re.findall(r"[a-z]+", question)
+        if answer in SHAPE_CORNERS:
+            shapes[image_id].add(answer)
+            colors[image_id].update(w for w in words if w in COLOR_FACTS)
+        elif answer in COLOR_FACTS:
+            colors[image_id].add(answer)
+            shapes[image_id].update(w for w in words if w in SHAPE_CORNERS)
+        elif (answer == "yes") != ("not" in words or "no" in words):  # a true statement of presence
+            shapes[image_id].update(w for w in words if w in SHAPE_CORNERS)
+            colors[image_id].update(w for w in words if w in COLOR_FACTS)
+    return [
+        Picture(Path(paths[i]), next(iter(shapes[i])), next(iter(colors[i])))
+        for i in sorted(paths)
+        if len(shapes[i]) == 1 and len(colors[i]) == 1
+    ]
+
+
+def picture_supply(pictures: list[Picture], rng: random.Random) -> Callable[[], Picture]:
+    order = list(pictures)
+    rng.shuffle(order)
+    position = 0
+
+    def next_picture() -> Picture:
+        nonlocal position
+        picture = order[position % len(order)]  # wraps around only when a split needs more than exist
+        position += 1
+        return picture
+
+    return next_picture
+
+
+def n_choices_for(template: Template, band: int, rng: random.Random) -> int:
+    low, high = (2, 3) if band == 0 else (3, 5)  # older grades get more options
+    n = rng.randint(max(low, template.min_choices), max(high, template.min_choices))
+    return min(n, MAX_CHOICES.get(template.make, 5))
+
+
+def draw_problem(index: int, split: str, rng: random.Random, picture: Callable[[], Picture]) -> tuple[dict, Path | None]:
+    template = TEMPLATES[index % len(TEMPLATES)]
+    band = (index + index // len(TEMPLATES)) % 2  # alternates within and across cycles
+    draft = template.make(rng, n_choices_for(template, band, rng), picture)
+    choices = [draft.correct, *draft.wrong]
+    rng.shuffle(choices)
+    grade = rng.randint(1, 6) if band == 0 else rng.randint(7, 12)
+    problem = {
+        "question": draft.question,
+        "choices": choices,
+        "answer": choices.index(draft.correct),
+        "hint": draft.hint,
+        "image": "image.png" if draft.image else None,
+        "task": "closed choice",
+        "grade": f"grade{grade}",
+        "subject": template.subject,
+        "topic": template.topic,
+        "category": template.category,
+        "skill": template.skill,
+        "lecture": template.lecture,
+        "solution": draft.solution,
+        "split": split,
+    }
+    return problem, draft.image
+
+
+def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
+    train_pictures = easy_vqa_pictures(train=True)
+    held_out = easy_vqa_pictures(train=False)
+    seeded_rng(seed, "scienceqa", "pictures").shuffle(held_out)
+    # val and test draw from disjoint halves of easy-vqa's test images, train from its train images
+    pictures = {"train": train_pictures, "val": held_out[: len(held_out) // 2], "test": held_out[len(held_out) // 2 :]}
+    problems, pid_splits, next_pid = {}, {}, 1
+    for split in ("train", "val", "test"):
+        rng = seeded_rng(seed, "scienceqa", split)
+        supply = picture_supply(pictures[split], seeded_rng(seed, "scienceqa", split, "order"))
+        pid_splits[split] = []
+        for index in range(sizes[split]):
+            pid = str(next_pid)
+            next_pid += 1
+            problem, source = draw_problem(index, split, rng, supply)
+            if source is not None:
+                write_bytes(root / "images" / split / pid / "image.png", source.read_bytes())
+            problems[pid] = problem
+            pid_splits[split].append(pid)
+    write_json(root / "problems.json", problems)
+    write_json(root / "pid_splits.json", pid_splits)

@@ -1,0 +1,61 @@
+"""Run the study's notebooks with papermill under a profile.
+
+    python -m eas.notebooks --profile cpu                 # every notebook
+    python -m eas.notebooks --profile smoke 01_base_model # one
+
+Executed copies go to book/notebooks/ (where the book's table of contents finds them); the
+sources in notebooks/ stay without outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from .io import REPO_ROOT
+from .profiles import PROFILES, ParameterError, profile_values
+
+SOURCE_DIR = REPO_ROOT / "notebooks"
+OUTPUT_DIR = REPO_ROOT / "book" / "notebooks"
+KERNEL = "eas"
+
+
+def notebook_names() -> list[str]:
+    return sorted(p.stem for p in SOURCE_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel: str | None = KERNEL) -> Path:
+    import papermill as pm
+
+    if name not in notebook_names():
+        raise ParameterError(f"no notebook {name!r} in {SOURCE_DIR}; expected one of {', '.join(notebook_names())}.")
+    params = profile_values(profile, name)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    out = output_dir / f"{name}.ipynb"
+    tmp = output_dir / f".{name}.running.ipynb"
+    pm.execute_notebook(str(SOURCE_DIR / f"{name}.ipynb"), str(tmp), parameters=params, kernel_name=kernel,
+                        cwd=str(SOURCE_DIR), progress_bar=False, log_output=True)
+    tmp.replace(out)  # only a notebook that ran to the end replaces the previous copy
+    return out
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("names", nargs="*", help="notebooks to run (default: all)")
+    parser.add_argument("--profile", default="cpu", choices=PROFILES)
+    parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR)
+    parser.add_argument("--kernel", default=KERNEL)
+    args = parser.parse_args(argv)
+    names = args.names or notebook_names()
+    for name in names:
+        start = time.time()
+        print(f"[{args.profile}] {name} ...", flush=True)
+        out = run_notebook(name, args.profile, args.output_dir, args.kernel)
+        print(f"[{args.profile}] {name} done in {time.time() - start:.0f} s -> {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Attaching PIAs to a model, which parameters train, and saving / loading them.
+
+The base model is frozen by `attach_pia` and never written to: adapters live in EASBlock's slots,
+so a checkpoint is just the adapters plus the skip set they were trained for.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .. import arch, io
+from ..skip import SkipSet, apply_skips, current_skips, eas_blocks
+from .config import PIAConfig
+from .layer import AdaptPIA, PIAError, SkipPIA
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+SLOTS = ("attn_adapter", "ffn_adapter")
+FORMAT_VERSION = 1
+
+
+def _factory_kwargs(block: nn.Module) -> dict:
+    w = arch.layer_parts(block).ffn_norm.weight
+    return {"device": w.device, "dtype": w.dtype}
+
+
+def attach_skip_pia(model: nn.Module, index: int, config: PIAConfig) -> SkipPIA:
+    """Put a skip-replacing PIA in front of layer `index`'s FFN; its MHA must be skipped."""
+    arch.check_layer_index(model, index)
+    blk = eas_blocks(model)[index]
+    if not blk.skip_attn:
+        raise PIAError(
+            f"layer {index}'s attention is not skipped: a skip-replacing PIA stands in for a skipped MHA "
+            "(use apply_skips / attach_pia with this layer in SkipSet.mha, or an adaptation PIA)."
+        )
+    if blk.skip_ffn:
+        raise PIAError(f"layer {index}'s FFN is skipped too: there is no FFN input to put a PIA on.")
+    blk.ffn_adapter = SkipPIA(arch.text_config(model).hidden_size, config, **_factory_kwargs(blk.block))
+    return blk.ffn_adapter
+
+
+def attach_adapt_pia(model: nn.Module, index: int, hidden: int) -> AdaptPIA:
+    """Put a single-path adaptation PIA in front of layer `index`'s kept attention (on norm_a(x))."""
+    arch.check_layer_index(model, index)
+    blk = eas_blocks(model)[index]
+    if blk.skip_attn:
+        raise PIAError(f"layer {index}'s attention is skipped: there is no attention to adapt.")
+    blk.attn_adapter = AdaptPIA(arch.text_config(model).hidden_size, hidden, **_factory_kwargs(blk.block))
+    return blk.attn_adapter
+
+
+def attach_pia(model: nn.Module, skips: SkipSet, config: PIAConfig) -> list[nn.Module]:
+    """Skip `skips`, freeze the base, and attach PIAs: a skip-replacing one in every layer whose MHA
+    alone is skipped, an adaptation one in front of every kept MHA (unless adapt_hidden is None).
+    Replaces adapters attached before. Returns the adapters, in layer order."""
+    if not isinstance(config, PIAConfig):
+        raise TypeError(f"config must be a PIAConfig, got {type(config).__name__}")
+    apply_skips(model, skips)
+    detach_pia(model)
+    model.requires_grad_(False)
+    adapters = []
+    for i, blk in enumerate(eas_blocks(model)):
+        if blk.skip_attn and not blk.skip_ffn:
+            adapters.append(attach_skip_pia(model, i, config))
+        elif not blk.skip_attn and config.adapt_hidden is not None:
+            adapters.append(attach_adapt_pia(model, i, config.adapt_hidden))
+    for a in adapters:
+        a.requires_grad_(True)
+    model._eas_pia_config = config
+    return adapters
+
+
+def detach_pia(model: nn.Module) -> None:
+    """Remove every PIA (the skips stay)."""
+    for blk in eas_blocks(model):
+        for slot in SLOTS:
+            if isinstance(getattr(blk, slot), (SkipPIA, AdaptPIA)):
+                setattr(blk, slot, None)
+    model._eas_pia_config = None
+
+
+def pia_config(model: nn.Module) -> PIAConfig | None:
+    return getattr(model, "_eas_pia_config", None)
+
+
+def named_adapters(model: nn.Module) -> dict[str, nn.Module]:
+    """'layers.{i}.{slot}' -> adapter, for the PIAs attached now."""
+    out = {}
+    for i, blk in enumerate(arch.decoder_layers(model)):
+        for slot in SLOTS:
+            a = getattr(blk, slot, None)
+            if isinstance(a, (SkipPIA, AdaptPIA)):
+                out[f"layers.{i}.{slot}"] = a
+    return out
+
+
+def skip_adapters(model: nn.Module) -> dict[int, SkipPIA]:
+    return {i: blk.ffn_adapter for i, blk in enumerate(arch.decoder_layers(model))
+            if isinstance(getattr(blk, "ffn_adapter", None), SkipPIA)}
+
+
+def adapt_adapters(model: nn.Module) -> dict[int, AdaptPIA]:
+    return {i: blk.attn_adapter for i, blk in enumerate(arch.decoder_layers(model))
+            if isinstance(getattr(blk, "attn_adapter", None), AdaptPIA)}
+
+
+def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The adapters' parameters: the only ones an optimiser should see."""
+    return [p for a in named_adapters(model).values() for p in a.parameters()]
+
+
+def count_parameters(model: nn.Module) -> dict[str, int]:
+    """Adapter and base parameter counts ("updated parameters" as the paper counts them)."""
+    adapter = sum(p.numel() for p in trainable_parameters(model))
+    ids = {id(p) for p in trainable_parameters(model)}
+    base = sum(p.numel() for p in model.parameters() if id(p) not in ids)
+    return {"adapter": adapter, "base": base}
+
+
+def adapter_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {f"{name}.{k}": v for name, a in named_adapters(model).items() for k, v in a.state_dict().items()}
+
+
+def reset_prompt_state(model: nn.Module) -> None:
+    for a in skip_adapters(model).values():
+        a.reset_state()
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+def save_adapters(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
+    """Write `path/adapter_model.safetensors` and `path/adapter_config.json` (PIA options + skip set)."""
+    config = pia_config(model)
+    if config is None:
+        raise PIAError("no PIAs attached to this model: nothing to save.")
+    path = Path(path)
+    cfg = arch.text_config(model)
+    meta = {
+        "format": FORMAT_VERSION,
+        "family": arch.family(model),
+        "num_layers": arch.num_layers(model),
+        "hidden_size": cfg.hidden_size,
+        "pia": config.to_dict(),
+        "skips": current_skips(model).to_dict(),
+        "extra": extra or {},
+    }
+    io.save_tensors(path / WEIGHTS_FILE, adapter_state_dict(model))
+    io.write_json(path / CONFIG_FILE, meta)
+    return path
+
+
+def read_adapter_config(path: str | Path) -> dict:
+    file = Path(path) / CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"{file} does not exist: not a PIA checkpoint folder.")
+    return json.loads(file.read_text())
+
+
+def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
+    """Skip the saved skip set, attach PIAs with the saved options and load their weights (strictly)."""
+    from safetensors.torch import load_file
+
+    meta = read_adapter_config(path)
+    here = {"num_layers": arch.num_layers(model), "hidden_size": arch.text_config(model).hidden_size}
+    for key, value in here.items():
+        if meta[key] != value:
+            raise PIAError(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
+    adapters = attach_pia(model, SkipSet(**meta["skips"]), PIAConfig.from_dict(meta["pia"]))
+    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    own = adapter_state_dict(model)
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    if missing or unexpected:
+        raise PIAError(f"checkpoint {path} does not match: missing {missing}, unexpected {unexpected}.")
+    with torch.no_grad():
+        for k, t in own.items():
+            t.copy_(state[k])
+    return adapters

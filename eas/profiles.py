@@ -1,0 +1,125 @@
+"""Notebook parameters: one dataclass per notebook, their values per profile in YAML files.
+
+`notebooks/profiles/{smoke,cpu,gpu}.yaml` hold the values (not code). A notebook's tagged
+`parameters` cell holds the cpu defaults; papermill injects a profile's values after it; the
+notebook then calls `notebook_params(name, globals())`, which validates every value against the
+dataclass below and fails with a message naming the parameter, the value and what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+from .io import REPO_ROOT
+
+PROFILES = ("smoke", "cpu", "gpu")
+PROFILE_DIR = REPO_ROOT / "notebooks" / "profiles"
+
+
+class ParameterError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class BaseModelParams:
+    """01_base_model: zero-shot accuracy of the base model and the single-module removal probe."""
+
+    profile: str = "cpu"
+    model: str = "mini-llava"
+    visual_grid: int = 2
+    align_captions: int = 4000
+    align_steps: int = 250
+    seed: int = 0
+    dataset_sizes: dict = field(default_factory=lambda: {
+        "scienceqa": {"train": 2000, "val": 300, "test": 500},
+        "vqa": {"train": 2000, "val": 300, "test": 500},
+        "classification": {"per_class": 100},
+    })
+    n_eval: int = 100
+    eval_batch_size: int = 8
+    max_new_tokens: dict = field(default_factory=lambda: {"scienceqa": 64, "vqa": 12, "classification": 12})
+    probe_task: str = "scienceqa"
+    probe_examples: int = 16
+    probe_batch_size: int = 8
+
+
+NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams}
+
+_POSITIVE = {"align_captions", "align_steps", "n_eval", "eval_batch_size",
+             "probe_examples", "probe_batch_size", "visual_grid"}
+
+
+def _check(name: str, value, expected) -> None:
+    origin = typing.get_origin(expected) or expected
+    ok = isinstance(value, origin) and not (origin is int and isinstance(value, bool))
+    if not ok:
+        raise ParameterError(f"parameter {name}={value!r} has type {type(value).__name__}; expected {expected}.")
+    if name in _POSITIVE and value <= 0:
+        raise ParameterError(f"parameter {name}={value!r} must be a positive integer.")
+    if name == "profile" and value not in PROFILES:
+        raise ParameterError(f"parameter profile={value!r} is unknown; expected one of {', '.join(PROFILES)}.")
+    if name in ("dataset_sizes", "max_new_tokens"):
+        from .data import TASKS
+
+        for task, v in value.items():
+            if task not in TASKS:
+                raise ParameterError(f"parameter {name} has an entry for unknown task {task!r}; expected {', '.join(TASKS)}.")
+            counts = v.values() if name == "dataset_sizes" and isinstance(v, dict) else [v]
+            if name == "dataset_sizes" and not isinstance(v, dict) or any(
+                not isinstance(c, int) or isinstance(c, bool) or c <= 0 for c in counts
+            ):
+                what = "a dict of positive split sizes" if name == "dataset_sizes" else "a positive integer"
+                raise ParameterError(f"parameter {name}[{task!r}]={v!r}; expected {what}.")
+
+
+def notebook_params(notebook: str, namespace: dict):
+    """Collect and validate a notebook's parameters from its namespace (e.g. `globals()`)."""
+    if notebook not in NOTEBOOK_PARAMS:
+        raise ParameterError(f"no parameters are defined for notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMS)}")
+    cls = NOTEBOOK_PARAMS[notebook]
+    hints = typing.get_type_hints(cls)
+    values = {}
+    for f in fields(cls):
+        if f.name in namespace:
+            _check(f.name, namespace[f.name], hints[f.name])
+            values[f.name] = namespace[f.name]
+    params = cls(**values)
+    if hasattr(params, "probe_task"):
+        from .data import TASKS
+
+        if params.probe_task not in TASKS:
+            raise ParameterError(f"parameter probe_task={params.probe_task!r}; expected one of {', '.join(TASKS)}.")
+    if hasattr(params, "model"):
+        from .models import MODEL_NAMES
+
+        if params.model not in MODEL_NAMES:
+            raise ParameterError(f"parameter model={params.model!r}; expected one of {', '.join(MODEL_NAMES)}.")
+    return params
+
+
+def profile_values(profile: str, notebook: str) -> dict:
+    """The values a profile sets for a notebook, checked against the notebook's parameters."""
+    import yaml
+
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}.")
+    path = PROFILE_DIR / f"{profile}.yaml"
+    data = yaml.safe_load(path.read_text()) or {}
+    values = dict(data.get(notebook) or {})
+    cls = NOTEBOOK_PARAMS.get(notebook)
+    if cls is not None:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ParameterError(
+                f"{path} sets unknown parameters {unknown} for {notebook}; expected a subset of {sorted(known)}."
+            )
+    values["profile"] = profile
+    return values
+
+
+def as_dict(params) -> dict:
+    return dataclasses.asdict(params)

@@ -1,0 +1,268 @@
+"""Re-parameterisation (Eq. 8-13): after prefill, PIAs disappear into the base model's weights.
+
+Per example, once the prompt mean is frozen, a skip-replacing PIA is affine, pia(n) = n @ Wp + bp with
+Wp = Wd1 @ (alpha1 Wu1 + alpha2 Wu2). Its FFN then computes, for G = [Wg; Wu].T (d, 2 d_ff),
+
+    [gate'(n), up'(n)] = (n + n Wp + bp) @ G = n @ (G + alpha1 A1 + alpha2 A2) + bp @ G,   A_k = Wd1 @ (Wu_k @ G)
+
+The bias uses the ORIGINAL G (the reference code multiplied bp by the already-merged weight: a bug).
+A_k is precomputed once per task (`prepare_reparam`, ~2 r d 2d_ff flops, never a dense d x d matrix),
+so the per-example merge is one axpy. Adaptation PIAs (per task, example-independent) fold into q/k/v
+the same way; those merged projections are built once in `prepare_reparam` and only swapped in.
+
+Batch > 1: alpha differs per example. Two exact strategies (PIAConfig.merge_strategy):
+    per_example  W_b = M2 + alpha1_b (A1 - A2), one (d, 2 d_ff) weight per example, applied with bmm.
+                 Batch 1 is a plain matmul of the original size: zero extra decode latency.
+                 Costs B copies of the weights in memory and in traffic during decoding.
+    two_matrix   n @ M2 + alpha1_b (n @ (A1 - A2)): no per-example weights (the merge is only the bias)
+                 but twice the gate/up flops while decoding.
+(alpha1 + alpha2 = 1, so M2 + alpha1 (A1 - A2) = alpha1 M1 + alpha2 M2 with M_k = G + A_k.)
+
+The merged MLP replaces the block's `mlp` during decoding only; `unmerge` puts the original module,
+whose weights were never touched, and the adapters back.
+"""
+
+from __future__ import annotations
+
+import functools
+import statistics
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import arch
+from .pia import PIAError, adapt_adapters, current_context, pia_config, skip_adapters, trainable_parameters
+from .pia.config import MERGE_STRATEGIES
+
+
+# ----------------------------------------------------------------------------- per-task precomputation
+
+@dataclass
+class FFNPlan:
+    base: torch.Tensor  # (d, 2 d_ff): G + A2 (G + A1 without a router)
+    diff: torch.Tensor | None  # (d, 2 d_ff): A1 - A2, None without a router
+
+
+@dataclass
+class ReparamPlan:
+    key: tuple
+    ffn: dict[int, FFNPlan] = field(default_factory=dict)
+    attn: dict[int, tuple[nn.Linear, nn.Linear, nn.Linear]] = field(default_factory=dict)
+
+
+def gate_up_weight(mlp: nn.Module) -> torch.Tensor:
+    """G = [Wg; Wu].T, (d, 2 d_ff): gate and up as one right-multiplied matrix."""
+    return torch.cat([mlp.gate_proj.weight, mlp.up_proj.weight], dim=0).T
+
+
+def gate_up_bias(mlp: nn.Module, bp: torch.Tensor) -> torch.Tensor:
+    """bp @ G (+ the MLP's own biases), with the original weights. (B, 2 d_ff)."""
+    return torch.cat([F.linear(bp, mlp.gate_proj.weight, mlp.gate_proj.bias),
+                      F.linear(bp, mlp.up_proj.weight, mlp.up_proj.bias)], dim=-1)
+
+
+def low_rank_product(down: nn.Linear, up: nn.Linear, right: torch.Tensor) -> torch.Tensor:
+    """Wd1 @ (Wu @ right) in fp32, without ever forming the d x d matrix Wd1 @ Wu."""
+    return down.weight.T.float() @ (up.weight.T.float() @ right.float())
+
+
+def _plan_key(model: nn.Module) -> tuple:
+    # In-place updates (optimiser steps, load_state_dict) bump a tensor's _version: a stale plan is detected.
+    tensors = list(trainable_parameters(model))
+    for i in skip_adapters(model):
+        mlp = arch.layer_parts(arch.decoder_layers(model)[i]).mlp
+        tensors += [mlp.gate_proj.weight, mlp.up_proj.weight]
+    for i in adapt_adapters(model):
+        tensors += [lin.weight for lin in arch.layer_parts(arch.decoder_layers(model)[i]).qkv]
+    return tuple((id(t), t._version) for t in tensors)
+
+
+def ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
+    G = gate_up_weight(mlp)
+    a1 = low_rank_product(pia.down1, pia.up1, G)
+    if pia.up2 is None:
+        return FFNPlan(base=(G.float() + a1).to(G.dtype), diff=None)
+    a2 = low_rank_product(pia.down1, pia.up2, G)
+    return FFNPlan(base=(G.float() + a2).to(G.dtype), diff=(a1 - a2).to(G.dtype))
+
+
+def merged_linear(lin: nn.Linear, adapter) -> nn.Linear:
+    """A new Linear computing lin(n + adapter(n)) for a single-path adaptation PIA; `lin` is untouched."""
+    wd, wu, bp = adapter.linear_form()
+    weight = lin.weight.float() + (wd.float() @ (wu.float() @ lin.weight.T.float())).T
+    bias = F.linear(bp.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
+    out = nn.Linear(lin.in_features, lin.out_features, bias=True, device=lin.weight.device, dtype=lin.weight.dtype)
+    out.weight.data.copy_(weight)
+    out.bias.data.copy_(bias)
+    return out.requires_grad_(False)
+
+
+@torch.no_grad()
+def prepare_reparam(model: nn.Module, force: bool = False) -> ReparamPlan:
+    """Precompute per-task merge matrices once after training (cached; rebuilt if any weight changed)."""
+    key = _plan_key(model)
+    plan = getattr(model, "_eas_reparam_plan", None)
+    if plan is not None and plan.key == key and not force:
+        return plan
+    layers = arch.decoder_layers(model)
+    plan = ReparamPlan(key=key)
+    for i, pia in skip_adapters(model).items():
+        plan.ffn[i] = ffn_plan(pia, arch.layer_parts(layers[i]).mlp)
+    for i, adapter in adapt_adapters(model).items():
+        plan.attn[i] = tuple(merged_linear(lin, adapter) for lin in arch.layer_parts(layers[i]).qkv)
+    model._eas_reparam_plan = plan
+    return plan
+
+
+# ----------------------------------------------------------------------------- the merged MLP
+
+class MergedMLP(nn.Module):
+    """down(act(g) * u) with [g, u] = n @ W (+ alpha1 n @ D) + bias: the FFN with its PIA folded in.
+
+    weight (d, 2f) shared, or (B, d, 2f) one per example; bias (B or 1, 2f)."""
+
+    def __init__(self, mlp: nn.Module, weight, bias, alpha1=None, diff=None):
+        super().__init__()
+        self.down_proj = mlp.down_proj  # the original module, shared
+        self.act_fn = mlp.act_fn
+        self.weight, self.bias, self.alpha1, self.diff = weight, bias, alpha1, diff
+
+    @classmethod
+    def build(cls, mlp, plan: FFNPlan, alpha1, bp, strategy: str) -> "MergedMLP":
+        bias = gate_up_bias(mlp, bp.to(mlp.gate_proj.weight.dtype))
+        if plan.diff is None:
+            return cls(mlp, plan.base, bias)
+        a = alpha1.to(plan.base.dtype)
+        if strategy == "two_matrix":
+            return cls(mlp, plan.base, bias, alpha1=a, diff=plan.diff)
+        if a.shape[0] == 1:  # batch 1: one plain weight, exactly the original's size
+            return cls(mlp, torch.add(plan.base, plan.diff, alpha=a.item()), bias)
+        weight = torch.addcmul(plan.base, a.view(-1, 1, 1), plan.diff)  # the per-example axpy, (B, d, 2f)
+        return cls(mlp, weight, bias)
+
+    def forward(self, n: torch.Tensor) -> torch.Tensor:
+        if current_context() is not None:
+            raise PIAError(
+                "this model is merged for the previous batch (eas.reparam.merge_after_prefill); "
+                "call eas.reparam.unmerge(model) before running a new prompt."
+            )
+        rows = self.bias.shape[0]
+        if rows not in (1, n.shape[0]):
+            raise PIAError(f"merged for a batch of {rows} rows, called with {n.shape[0]}.")
+        if self.weight.dim() == 3:
+            gu = torch.baddbmm(self.bias[:, None], n, self.weight)
+        else:
+            gu = n @ self.weight
+            if self.diff is not None:
+                gu = gu + self.alpha1.view(-1, 1, 1) * (n @ self.diff)
+            gu = gu + self.bias[:, None]
+        g, u = gu.chunk(2, dim=-1)
+        return self.down_proj(self.act_fn(g) * u)
+
+
+# ----------------------------------------------------------------------------- merge / unmerge
+
+@torch.no_grad()
+def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = None):
+    """Fold every PIA into the base weights for the batch just prefilled; returns `unmerge` bound to model.
+
+    Usable as greedy_generate(..., after_prefill=merge_after_prefill), which calls the returned unmerge
+    after decoding."""
+    unmerge(model)
+    config = pia_config(model)
+    strategy = strategy or (config.merge_strategy if config is not None else MERGE_STRATEGIES[0])
+    if strategy not in MERGE_STRATEGIES:
+        raise PIAError(f"unknown merge strategy {strategy!r}; expected one of {', '.join(MERGE_STRATEGIES)}.")
+    plan = prepare_reparam(model)
+    layers = arch.decoder_layers(model)
+    records = []
+    for i, pia in skip_adapters(model).items():
+        blk = layers[i]
+        alpha1, bp = pia.linear_form()
+        if batch is not None and bp.shape[0] not in (1, len(batch)):
+            raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
+        mlp = blk.block.mlp
+        blk.block.mlp = MergedMLP.build(mlp, plan.ffn[i], alpha1, bp, strategy)
+        blk.ffn_adapter = None
+        records.append(("ffn", i, mlp, pia))
+    for i, adapter in adapt_adapters(model).items():
+        blk = layers[i]
+        attn = blk.block.self_attn
+        original = (attn.q_proj, attn.k_proj, attn.v_proj)
+        attn.q_proj, attn.k_proj, attn.v_proj = plan.attn[i]
+        blk.attn_adapter = None
+        records.append(("attn", i, original, adapter))
+    model._eas_merged = records
+    return functools.partial(unmerge, model)
+
+
+def unmerge(model: nn.Module) -> None:
+    """Put the original MLPs / q,k,v projections and the adapters back (a no-op if not merged)."""
+    layers = arch.decoder_layers(model)
+    for kind, i, original, adapter in reversed(getattr(model, "_eas_merged", [])):
+        blk = layers[i]
+        if kind == "ffn":
+            blk.block.mlp = original
+            blk.ffn_adapter = adapter
+        else:
+            attn = blk.block.self_attn
+            attn.q_proj, attn.k_proj, attn.v_proj = original
+            blk.attn_adapter = adapter
+    model._eas_merged = []
+
+
+def is_merged(model: nn.Module) -> bool:
+    return bool(getattr(model, "_eas_merged", []))
+
+
+@contextmanager
+def merged(model: nn.Module, batch=None, strategy: str | None = None):
+    """with merged(model, batch): ... decode ...  (after a prefill)."""
+    undo = merge_after_prefill(model, batch, strategy)
+    try:
+        yield model
+    finally:
+        undo()
+
+
+def reparam_hook(model: nn.Module):
+    """The after_prefill hook the model's PIAConfig asks for: merge_after_prefill, or None (Table 6 rows)."""
+    config = pia_config(model)
+    return merge_after_prefill if config is not None and config.reparam else None
+
+
+# ----------------------------------------------------------------------------- cost
+
+def _clock(device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+@torch.no_grad()
+def time_merge(model: nn.Module, batch, repeats: int = 3, strategy: str | None = None) -> dict[str, float]:
+    """Median per-batch prefill and merge times (ms), and the one-off per-task preparation time."""
+    from .generate import prefill
+
+    device = next(model.parameters()).device
+    unmerge(model)
+    t0 = _clock(device)
+    prepare_reparam(model, force=True)
+    prepare_ms = (_clock(device) - t0) * 1e3
+    prefill_ms, merge_ms = [], []
+    for r in range(repeats + 1):  # the first round warms up
+        t0 = _clock(device)
+        prefill(model, batch)
+        t1 = _clock(device)
+        undo = merge_after_prefill(model, batch, strategy)
+        t2 = _clock(device)
+        undo()
+        if r:
+            prefill_ms.append((t1 - t0) * 1e3)
+            merge_ms.append((t2 - t1) * 1e3)
+    p, m = statistics.median(prefill_ms), statistics.median(merge_ms)
+    return {"prefill_ms": p, "merge_ms": m, "ratio": m / p, "prepare_ms": prepare_ms, "batch": len(batch)}

@@ -1,0 +1,61 @@
+"""Running a model on the study's tasks: datasets prepared by their parameters, then scored.
+
+Datasets are built once per (task, sizes, seed) under `data/datasets/{task}-{key}`, so profiles
+with different sizes never overwrite each other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from . import io
+from .data import TASKS, Example, build_task, load_task
+from .evaluate import chance_accuracy, score, summarise
+from .generate import generate_texts
+
+# The paper's classification columns: test accuracy after training on 20% / 50% of each class.
+TRAIN_FRACTIONS = {"20%": 0.2, "50%": 0.5}
+
+
+def prepare_task(task: str, sizes: dict, seed: int = 0) -> Path:
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    root = io.datasets_dir(f"{task}-{io.key_of({'sizes': sizes, 'seed': seed})}")
+    return build_task(task, root, seed=seed, **sizes)
+
+
+def load_split(task: str, root: Path, split: str, *, limit: int | None = None,
+               train_fraction: float = 0.2) -> list[Example]:
+    kw = {"train_fraction": train_fraction} if task == "classification" else {}
+    return load_task(task, split, root, limit=limit, **kw)
+
+
+def evaluate_examples(model, task: str, examples: list[Example], *, batch_size: int, max_new_tokens: int,
+                      progress: bool = True) -> tuple[pd.DataFrame, dict]:
+    """Greedy answers, parsed and scored: (one row per example, the summary columns)."""
+    texts = generate_texts(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           progress=progress, desc=f"{task} ({len(examples)})")
+    per_example = score(task, examples, texts)
+    summary = summarise(task, per_example)
+    summary["chance"] = chance_accuracy(task, examples)
+    return per_example, summary
+
+
+def zero_shot_row(model, roots: dict[str, Path], *, n_eval: int, batch_size: int, max_new_tokens: dict,
+                  progress: bool = True) -> tuple[dict, dict[str, pd.DataFrame]]:
+    """The paper's "ZS" row over the three tasks: one dict of columns and the per-example tables."""
+    row: dict[str, float] = {}
+    details: dict[str, pd.DataFrame] = {}
+    for task in TASKS:
+        fractions = TRAIN_FRACTIONS if task == "classification" else {"": None}
+        for label, fraction in fractions.items():
+            examples = load_split(task, roots[task], "test", limit=n_eval, train_fraction=fraction or 0.2)
+            per_example, summary = evaluate_examples(model, task, examples, batch_size=batch_size,
+                                                     max_new_tokens=max_new_tokens[task], progress=progress)
+            suffix = f" ({label})" if label else ""
+            for col, value in summary.items():
+                row[f"{task}:{col}{suffix}"] = value
+            details[task + suffix] = per_example
+    return row, details
