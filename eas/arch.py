@@ -25,6 +25,8 @@ _TEXT_MODEL_PATH = {
     # .language_model is the bare decoder (LlamaModel for LLaVA-1.5).
     "LlavaForConditionalGeneration": ("model", "language_model"),
     "MiniLlava": ("language_model", "model"),
+    # eas.llava.LlavaTarget: a LlavaForConditionalGeneration behind the study's model interface.
+    "LlavaTarget": ("model", "model", "language_model"),
 }
 SUPPORTED_FAMILIES = tuple(_TEXT_MODEL_PATH)
 
@@ -93,6 +95,8 @@ def text_config(model: nn.Module):
 def lm_head(model: nn.Module) -> nn.Linear:
     if family(model) == "MiniLlava":
         return model.language_model.lm_head
+    if family(model) == "LlavaTarget":
+        return model.model.lm_head
     return model.lm_head
 
 

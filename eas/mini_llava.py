@@ -295,8 +295,12 @@ class MiniLlava(nn.Module):
 
 def answer_loss(model: MiniLlava, batch: Batch) -> torch.Tensor:
     """Mean next-token cross-entropy over answer tokens only; LM-head logits only where needed."""
-    # EAS: the prompt mask makes PIA average over the prompt only, also under teacher forcing.
-    hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features, prompt_mask=batch.prompt_mask)
+    from .pia.context import prompt_context
+
+    # EAS: the prompt mask makes PIA average over the prompt only, also under teacher forcing
+    # (a context, not a forward argument, so any model with this forward signature works).
+    with prompt_context(batch.prompt_mask, batch.attention_mask):
+        hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features)
     targets = batch.labels[:, 1:]
     where = targets != -100
     logits = model.lm_head(hidden[:, :-1][where])

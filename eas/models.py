@@ -4,12 +4,16 @@
                 (stage 1) and cached, keyed by the alignment parameters
     tiny        a randomly initialised 4-layer LLaMA with the same tokenizer and vision path, for
                 unit tests and the smoke profile (seconds, meaningless answers)
+    <path or hub id of a LLaVA-1.5 checkpoint>, e.g. llava-hf/llava-1.5-7b-hf
+                a real LlavaForConditionalGeneration behind the same interface (eas.llava)
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+
+from pathlib import Path
 
 import torch
 
@@ -28,13 +32,32 @@ class AlignConfig:
     seed: int = 0
 
 
+def is_llava_checkpoint(name: str) -> bool:
+    """A local LLaVA folder (its config names LlavaForConditionalGeneration) or a llava hub id."""
+    path = Path(name)
+    if (path / "config.json").is_file():
+        return "LlavaForConditionalGeneration" in (path / "config.json").read_text()
+    return "llava" in name.lower() and "/" in name and not path.exists()
+
+
+def check_model_name(name: str) -> str:
+    if name in MODEL_NAMES or is_llava_checkpoint(name):
+        return name
+    raise ValueError(
+        f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}, or the path / hub id of a "
+        "LLaVA-1.5 checkpoint (a folder whose config.json names LlavaForConditionalGeneration)"
+    )
+
+
 def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignConfig | None = None,
-               seed: int = 0, progress: bool = True) -> MiniLlava:
+               seed: int = 0, progress: bool = True):
+    check_model_name(name)
     if name not in MODEL_NAMES:
-        raise ValueError(
-            f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)} "
-            "(LLaVA-1.5-7B and other hub models: see eas.arch.SUPPORTED_FAMILIES and the README)"
-        )
+        from .llava import LlavaTarget
+
+        cuda = torch.cuda.is_available()
+        return LlavaTarget.from_pretrained(name, dtype=torch.float16 if cuda else torch.float32,
+                                           device="cuda" if cuda else None).requires_grad_(False)
     if not isinstance(visual_grid, int) or not 1 <= visual_grid <= 7:
         raise ValueError(f"visual_grid must be an integer in 1..7 (EfficientNet-Lite0's grid is 7x7); got {visual_grid!r}")
     if name == "tiny":
@@ -67,7 +90,7 @@ def alignment_log(visual_grid: int = 2, align: AlignConfig | None = None) -> dic
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def parameter_counts(model: MiniLlava) -> dict[str, int]:
-    lm = sum(p.numel() for p in model.language_model.parameters())
-    proj = sum(p.numel() for p in model.projector.parameters())
-    return {"language_model": lm, "projector": proj, "total": lm + proj}
+def parameter_counts(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    proj = sum(p.numel() for p in model.projector.parameters()) if hasattr(model, "projector") else 0
+    return {"language_model": total - proj, "projector": proj, "total": total}

@@ -93,10 +93,12 @@ def notebook_params(notebook: str, namespace: dict):
         if params.probe_task not in TASKS:
             raise ParameterError(f"parameter probe_task={params.probe_task!r}; expected one of {', '.join(TASKS)}.")
     if hasattr(params, "model"):
-        from .models import MODEL_NAMES
+        from .models import check_model_name
 
-        if params.model not in MODEL_NAMES:
-            raise ParameterError(f"parameter model={params.model!r}; expected one of {', '.join(MODEL_NAMES)}.")
+        try:
+            check_model_name(params.model)
+        except ValueError as err:
+            raise ParameterError(f"parameter model: {err}") from None
     return params
 
 

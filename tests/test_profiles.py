@@ -18,7 +18,7 @@ def test_every_profile_is_valid_for_every_notebook(profile):
     ({"n_eval": 0}, "n_eval=0 must be a positive integer"),
     ({"n_eval": "10"}, "n_eval='10' has type str; expected <class 'int'>"),
     ({"profile": "laptop"}, "profile='laptop' is unknown"),
-    ({"model": "gpt2"}, "model='gpt2'; expected one of mini-llava, tiny"),
+    ({"model": "gpt2"}, "unknown model 'gpt2'; expected one of mini-llava, tiny, or the path"),
     ({"probe_task": "imagenet"}, "probe_task='imagenet'"),
     ({"dataset_sizes": {"sciqa": {"train": 1}}}, "unknown task 'sciqa'"),
     ({"dataset_sizes": {"vqa": {"train": -3}}}, r"dataset_sizes\['vqa'\]"),
