@@ -6,7 +6,9 @@ import pytest
 import torch
 
 # Keep test runs quick and deterministic on a 2-core machine.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# One thread: the unit tests use tiny models (no gain from more), and on a busy 2-core machine
+# extra OpenMP threads spin against other processes and slow small matmuls by orders of magnitude.
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ def test_notebook_runs_under_smoke(name, tmp_path, monkeypatch):
     # Fresh results and datasets, but the shared cache (converted LM, vision features).
     monkeypatch.setenv("EAS_CACHE", str(io.cache_dir()))
     monkeypatch.setenv("EAS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     out = run_notebook(name, "smoke", output_dir=tmp_path / "executed")
     nb = json.loads(out.read_text())
     assert nb["metadata"]["papermill"]["parameters"]["profile"] == "smoke"
