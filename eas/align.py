@@ -13,7 +13,7 @@ import random
 from collections import defaultdict
 
 import torch
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
 SHAPES = ("circle", "rectangle", "triangle")
 COLOURS = ("red", "green", "blue", "black", "gray", "teal", "brown", "yellow")

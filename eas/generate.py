@@ -108,7 +108,7 @@ def decode_texts(model, tokens: torch.Tensor) -> list[str]:
 def generate_texts(model, examples, *, batch_size: int = 8, max_new_tokens: int = 64,
                    progress: bool = True, desc: str = "generate") -> list[str]:
     """Greedy answers for a list of examples, in order, batched by similar prompt length."""
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
     model.cache_features(examples, progress=progress) if hasattr(model, "cache_features") else None
     # Sorting by length keeps padding (wasted compute) low; results go back to input order.

@@ -129,7 +129,7 @@ def load_pixels(path: str | Path) -> torch.Tensor:
 def image_features(paths, grid: int, batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
     """Frozen-encoder features for each image path, cached on disk keyed by the path set and grid."""
     from safetensors.torch import load_file
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
     paths = sorted({str(Path(p).resolve()) for p in paths if p is not None})
     if not paths:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
 from . import arch, skip
 

@@ -52,6 +52,15 @@ class ReparamPlan:
     key: tuple
     ffn: dict[int, FFNPlan] = field(default_factory=dict)
     attn: dict[int, tuple[nn.Linear, nn.Linear, nn.Linear]] = field(default_factory=dict)
+    # Per-layer buffers for the per-example weights, reused merge after merge: writing into warm
+    # memory is ~10x faster on CPU than page-faulting a fresh allocation of the same size.
+    workspace: dict[int, torch.Tensor] = field(default_factory=dict)
+
+    def buffer(self, i: int, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+        buf = self.workspace.get(i)
+        if buf is None or tuple(buf.shape) != tuple(shape):
+            buf = self.workspace[i] = torch.empty(shape, dtype=like.dtype, device=like.device)
+        return buf
 
 
 def gate_up_weight(mlp: nn.Module) -> torch.Tensor:
@@ -132,7 +141,8 @@ class MergedMLP(nn.Module):
         self.weight, self.bias, self.alpha1, self.diff = weight, bias, alpha1, diff
 
     @classmethod
-    def build(cls, mlp, plan: FFNPlan, alpha1, bp, strategy: str) -> "MergedMLP":
+    def build(cls, mlp, plan: FFNPlan, alpha1, bp, strategy: str, out: torch.Tensor | None = None) -> "MergedMLP":
+        """`out`: optional buffer for the per-example weights, (d, 2f) at batch 1, else (B, d, 2f)."""
         bias = gate_up_bias(mlp, bp.to(mlp.gate_proj.weight.dtype))
         if plan.diff is None:
             return cls(mlp, plan.base, bias)
@@ -140,9 +150,13 @@ class MergedMLP(nn.Module):
         if strategy == "two_matrix":
             return cls(mlp, plan.base, bias, alpha1=a, diff=plan.diff)
         if a.shape[0] == 1:  # batch 1: one plain weight, exactly the original's size
-            return cls(mlp, torch.add(plan.base, plan.diff, alpha=a.item()), bias)
-        weight = torch.addcmul(plan.base, a.view(-1, 1, 1), plan.diff)  # the per-example axpy, (B, d, 2f)
+            return cls(mlp, torch.add(plan.base, plan.diff, alpha=a.item(), out=out), bias)
+        weight = torch.addcmul(plan.base, a.view(-1, 1, 1), plan.diff, out=out)  # per-example axpy, (B, d, 2f)
         return cls(mlp, weight, bias)
+
+    @staticmethod
+    def weight_shape(plan: FFNPlan, rows: int) -> tuple:
+        return tuple(plan.base.shape) if rows == 1 else (rows, *plan.base.shape)
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
         if current_context() is not None:
@@ -185,8 +199,11 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
         alpha1, bp = pia.linear_form()
         if batch is not None and bp.shape[0] not in (1, len(batch)):
             raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
-        mlp = blk.block.mlp
-        blk.block.mlp = MergedMLP.build(mlp, plan.ffn[i], alpha1, bp, strategy)
+        mlp, ffn = blk.block.mlp, plan.ffn[i]
+        out = None
+        if strategy == "per_example" and ffn.diff is not None:
+            out = plan.buffer(i, MergedMLP.weight_shape(ffn, bp.shape[0]), ffn.base)
+        blk.block.mlp = MergedMLP.build(mlp, ffn, alpha1, bp, strategy, out=out)
         blk.ffn_adapter = None
         records.append(("ffn", i, mlp, pia))
     for i, adapter in adapt_adapters(model).items():
@@ -213,6 +230,14 @@ def unmerge(model: nn.Module) -> None:
             attn.q_proj, attn.k_proj, attn.v_proj = original
             blk.attn_adapter = adapter
     model._eas_merged = []
+
+
+def release_workspace(model: nn.Module) -> None:
+    """Free the per-example weight buffers kept between merges (B x d x 2 d_ff per skipped layer)."""
+    unmerge(model)
+    plan = getattr(model, "_eas_reparam_plan", None)
+    if plan is not None:
+        plan.workspace.clear()
 
 
 def is_merged(model: nn.Module) -> bool:

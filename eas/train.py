@@ -230,7 +230,7 @@ def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Pat
                                                 saved in every checkpoint and restored on resume
     """
     from accelerate import Accelerator, DistributedDataParallelKwargs
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # text bars: they also reach papermill's log and the book
     from transformers import get_cosine_schedule_with_warmup
 
     examples = list(examples)

@@ -107,7 +107,7 @@ class SkipPIA(nn.Module):
         return self._mean_incremental(n)
 
     def _mean_full(self, n, ctx) -> torch.Tensor:
-        prompt = ctx.prompt_mask[..., None].to(n.dtype)
+        prompt = ctx.prompt_mask[..., None].to(device=n.device, dtype=n.dtype)
         count = prompt.sum(1)  # (B, 1)
         if (count == 0).any():
             rows = (count[:, 0] == 0).nonzero().flatten().tolist()
@@ -117,7 +117,7 @@ class SkipPIA(nn.Module):
             self.state = PromptState(total.detach(), count)
             return (total / count)[:, None]
         # Running mean: each answer token adds itself; prompt and padding positions see the prompt mean.
-        answer = ctx.answer_mask[..., None].to(n.dtype)
+        answer = ctx.answer_mask[..., None].to(device=n.device, dtype=n.dtype)
         totals = total[:, None] + (n * answer).cumsum(1)
         counts = count[:, None] + answer.cumsum(1)
         self.state = PromptState(totals[:, -1].detach(), counts[:, -1])

@@ -1,0 +1,248 @@
+"""Re-parameterisation: the merged model computes the unmerged one's function, and leaves no trace."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from eas import arch, reparam
+from eas.generate import greedy_generate, prefill
+from eas.mini_llava import Batch, MiniLlava, load_tokenizer, tiny_language_model
+from eas.pia import PIAConfig, PIAError, SkipPIA, attach_pia, prompt_context, trainable_parameters
+from eas.skip import SkipSet
+
+CFG = PIAConfig(skip_hidden=8, adapt_hidden=4)
+SKIPS = SkipSet(mha=(0, 2))  # includes layer 0 (DESIGN.md section 4)
+A = 5
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return load_tokenizer()
+
+
+def tiny_llava(tokenizer, config=CFG, skips=SKIPS, seed=1) -> MiniLlava:
+    model = MiniLlava(tiny_language_model(seed=0, layers=4, hidden=64), tokenizer).eval()
+    attach_pia(model, skips, config)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():  # trained-looking adapters: an untrained PIA merges to nothing
+        for p in trainable_parameters(model):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return model
+
+
+def prompt_batch(lens=(5, 9, 7), seed=0) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    W = max(lens)
+    ids = torch.full((len(lens), W), 2)
+    attn = torch.zeros(len(lens), W, dtype=torch.long)
+    for b, n in enumerate(lens):
+        ids[b, W - n:] = torch.randint(100, 5000, (n,), generator=g)
+        attn[b, W - n:] = 1
+    return Batch(ids, attn, attn.bool())
+
+
+@torch.no_grad()
+def forced_decode_logits(model, batch: Batch, answers: torch.Tensor, after_prefill=None) -> torch.Tensor:
+    """Prefill, optionally merge, then cached decode steps fed `answers`; logits of every step (B, A, V)."""
+    with prompt_context(batch.prompt_mask, batch.attention_mask):
+        hidden, cache = model(batch.input_ids, batch.attention_mask, use_cache=True)
+    undo = after_prefill(model, batch) if after_prefill else None
+    out, mask = [model.lm_head(hidden[:, -1])], batch.attention_mask
+    try:
+        for j in range(answers.shape[1] - 1):
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            hidden, cache = model(answers[:, j : j + 1], mask, past_key_values=cache, use_cache=True)
+            out.append(model.lm_head(hidden[:, -1]))
+    finally:
+        if undo:
+            undo()
+    return torch.stack(out, dim=1)
+
+
+def merge_with(strategy):
+    return lambda model, batch: reparam.merge_after_prefill(model, batch, strategy=strategy)
+
+
+@pytest.mark.parametrize("strategy", ["per_example", "two_matrix"])
+@pytest.mark.parametrize("lens", [(5, 9, 7), (6,)], ids=["batch3-leftpad", "batch1"])
+def test_merged_equals_unmerged(tokenizer, strategy, lens):
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch(lens)
+    answers = torch.randint(100, 5000, (len(lens), A), generator=torch.Generator().manual_seed(3))
+    want = forced_decode_logits(model, batch, answers)
+    got = forced_decode_logits(model, batch, answers, after_prefill=merge_with(strategy))
+    assert want.abs().max() > 0.1
+    assert (want - got).abs().max() <= 1e-4
+    # Greedy tokens too, through generate's hook (which unmerges afterwards).
+    plain = greedy_generate(model, batch, 8, ignore_eos=True).tokens
+    for _ in range(2):  # the second merge reuses the per-example weight buffers
+        merged = greedy_generate(model, batch, 8, ignore_eos=True, after_prefill=merge_with(strategy)).tokens
+        assert torch.equal(plain, merged) and not reparam.is_merged(model)
+    reparam.release_workspace(model)
+    assert not reparam.prepare_reparam(model).workspace
+
+
+def test_bias_uses_the_original_weights(tokenizer):
+    """The reference code's bias (bp times the merged gate/up weight) is measurably wrong here."""
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    with prompt_context(batch.prompt_mask, batch.attention_mask), torch.no_grad():
+        model(batch.input_ids, batch.attention_mask)
+    pia = arch.decoder_layers(model)[2].ffn_adapter
+    mlp = arch.layer_parts(arch.decoder_layers(model)[2]).mlp
+    plan = reparam.prepare_reparam(model).ffn[2]
+    alpha1, bp = pia.linear_form()
+    n = torch.randn(3, 4, 64)
+    with torch.no_grad():
+        want = mlp(n + pia(n))
+        merged = reparam.MergedMLP.build(mlp, plan, alpha1, bp, "per_example")
+        torch.testing.assert_close(merged(n), want, atol=1e-5, rtol=1e-5)
+        w = torch.addcmul(plan.base, alpha1.view(-1, 1, 1), plan.diff)
+        buggy = reparam.MergedMLP(mlp, w, torch.einsum("bd,bdf->bf", bp, w))
+        assert (buggy(n) - want).abs().max() > 1e-3
+
+
+def test_decoding_runs_the_plain_skipped_model(tokenizer):
+    """While merged, no adapter runs and the blocks hold merged MLPs / q,k,v; unmerge restores all."""
+    model = tiny_llava(tokenizer)
+    layers = arch.decoder_layers(model)
+    originals = {i: (layers[i].block.mlp, layers[i].block.self_attn.q_proj) for i in range(4)}
+    base = {k: v.clone() for k, v in model.state_dict().items() if "adapter" not in k}
+    calls = []
+    for p in [layers[i].ffn_adapter or layers[i].attn_adapter for i in range(4)]:
+        p.register_forward_hook(lambda *a: calls.append(1))
+    batch = prompt_batch()
+    prefill(model, batch)
+    n_prefill = len(calls)
+    undo = reparam.merge_after_prefill(model, batch)
+    assert reparam.is_merged(model)
+    assert all(layers[i].ffn_adapter is None and layers[i].attn_adapter is None for i in range(4))
+    assert isinstance(layers[0].block.mlp, reparam.MergedMLP) and isinstance(layers[2].block.mlp, reparam.MergedMLP)
+    assert layers[1].block.self_attn.q_proj is not originals[1][1]
+    with torch.no_grad():
+        mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(3, 1)], 1)
+        _, cache = model(batch.input_ids, batch.attention_mask, use_cache=True)  # cache for a decode step
+        model(torch.full((3, 1), 50), mask, past_key_values=cache, use_cache=True)
+    assert len(calls) == n_prefill
+    undo()
+    assert all(layers[i].block.mlp is originals[i][0] for i in range(4))
+    assert layers[1].block.self_attn.q_proj is originals[1][1]
+    assert isinstance(layers[0].ffn_adapter, SkipPIA)
+    after = model.state_dict()
+    assert all(torch.equal(base[k], after[k]) for k in base)
+
+
+def test_prefill_on_a_merged_model_is_refused(tokenizer):
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    prefill(model, batch)
+    reparam.merge_after_prefill(model, batch)
+    with pytest.raises(PIAError, match="unmerge"):
+        prefill(model, batch)
+    reparam.unmerge(model)
+    prefill(model, batch)
+
+
+def test_plan_is_rebuilt_after_training(tokenizer):
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(4))
+    first = reparam.prepare_reparam(model)
+    assert reparam.prepare_reparam(model) is first  # cached
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.add_(0.05)  # an optimiser step, in place
+    assert reparam.prepare_reparam(model) is not first
+    want = forced_decode_logits(model, batch, answers)
+    got = forced_decode_logits(model, batch, answers, after_prefill=reparam.merge_after_prefill)
+    assert (want - got).abs().max() <= 1e-4
+
+
+def test_reparam_hook_follows_the_config(tokenizer):
+    assert reparam.reparam_hook(tiny_llava(tokenizer)) is reparam.merge_after_prefill
+    no_merge = PIAConfig(skip_hidden=8, adapt_hidden=4, reparam=False)
+    assert reparam.reparam_hook(tiny_llava(tokenizer, config=no_merge)) is None
+
+
+def test_running_mean_pia_cannot_merge(tokenizer):
+    model = tiny_llava(tokenizer, config=PIAConfig.ablation("info_exchange", skip_hidden=8, adapt_hidden=4))
+    prefill(model, prompt_batch())
+    with pytest.raises(PIAError, match="frozen bias"):
+        reparam.merge_after_prefill(model)
+
+
+def test_static_base_pia_merges_too(tokenizer):
+    model = tiny_llava(tokenizer, config=PIAConfig.ablation("base", skip_hidden=8, adapt_hidden=4))
+    batch = prompt_batch()
+    answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(5))
+    want = forced_decode_logits(model, batch, answers)
+    got = forced_decode_logits(model, batch, answers, after_prefill=reparam.merge_after_prefill)
+    assert (want - got).abs().max() <= 1e-4
+
+
+def test_qwen2_qkv_biases_merge_exactly():
+    """Qwen2 has q/k/v biases: the adaptation merge must add to them, not replace them."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(Qwen2Config(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                         num_attention_heads=4, num_key_value_heads=2)).eval()
+    attach_pia(model, SkipSet(mha=(0,)), CFG)
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.normal_(0, 0.3)
+        ids = torch.randint(0, 300, (2, 6))
+        nxt = torch.randint(0, 300, (2, 1))
+
+        def run(merge: bool):
+            with prompt_context(torch.ones(2, 6, dtype=torch.bool)):
+                out = model(ids, use_cache=True)
+            undo = reparam.merge_after_prefill(model) if merge else None
+            logits = model(nxt, past_key_values=out.past_key_values, use_cache=True).logits
+            if undo:
+                undo()
+            return logits
+
+        assert (run(False) - run(True)).abs().max() <= 1e-4
+
+
+def test_tiny_llava_for_conditional_generation_merges_exactly():
+    from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
+
+    torch.manual_seed(0)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, image_size=16, patch_size=8, projection_dim=32),
+        text_config=LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,
+                                num_attention_heads=4, num_key_value_heads=2),
+        image_token_index=299, vision_feature_layer=-1)
+    model = LlavaForConditionalGeneration(cfg).eval()
+    ids = torch.randint(0, 290, (2, 10), generator=torch.Generator().manual_seed(0))
+    ids[:, 1:5] = 299  # 4 image patches
+    pixels = torch.randn(2, 3, 16, 16)
+    attach_pia(model, SkipSet(mha=(0,)), PIAConfig(skip_hidden=4, adapt_hidden=4))
+    with torch.no_grad():
+        for p in trainable_parameters(model):
+            p.normal_(0, 0.3)
+
+        def run(merge: bool):
+            with prompt_context(torch.ones(2, 10, dtype=torch.bool)):
+                out = model(input_ids=ids, pixel_values=pixels, use_cache=True)
+            undo = reparam.merge_after_prefill(model) if merge else None
+            logits = model(input_ids=ids[:, :1], past_key_values=out.past_key_values, use_cache=True).logits
+            if undo:
+                undo()
+            return logits
+
+        want = run(False)
+        assert want.abs().max() > 0.05
+        assert (want - run(True)).abs().max() <= 1e-4
+
+
+def test_time_merge_reports_both_times(tokenizer):
+    model = tiny_llava(tokenizer)
+    t = reparam.time_merge(model, prompt_batch(), repeats=1)
+    assert t["prefill_ms"] > 0 and t["merge_ms"] > 0 and t["prepare_ms"] > 0
+    assert t["ratio"] == pytest.approx(t["merge_ms"] / t["prefill_ms"])
+    assert not reparam.is_merged(model)
