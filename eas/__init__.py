@@ -12,4 +12,9 @@ Modules, each doing one thing:
     profiles    papermill parameters per profile (smoke / cpu / gpu), validated
 """
 
+import warnings
+
+# Libraries import tqdm.auto, which warns in Jupyter without ipywidgets; eas uses plain text bars.
+warnings.filterwarnings("ignore", message="IProgress not found")
+
 __version__ = "0.1.0"

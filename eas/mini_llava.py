@@ -127,24 +127,35 @@ def load_pixels(path: str | Path) -> torch.Tensor:
 
 
 def image_features(paths, grid: int, batch_size: int = 32, progress: bool = True) -> dict[str, torch.Tensor]:
-    """Frozen-encoder features for each image path, cached on disk keyed by the path set and grid."""
+    """Frozen-encoder features for each image path, cached on disk one file per image.
+
+    The cache key is the image's resolved path, size and modification time, so every dataset,
+    split and subset shares the features already computed, and an edited image is re-encoded."""
     from safetensors.torch import load_file
     from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
+    folder = io.cache_dir("vision", f"effnet-lite0-g{grid}")
     paths = sorted({str(Path(p).resolve()) for p in paths if p is not None})
-    if not paths:
-        return {}
-    store = io.cache_dir("vision") / f"effnet-lite0-g{grid}-{io.key_of(paths)}.safetensors"
-    if store.exists():
-        flat = load_file(store)
-        return {p: flat[str(i)] for i, p in enumerate(paths)}
-    encoder = vision_encoder(grid)
     out: dict[str, torch.Tensor] = {}
-    for start in tqdm(range(0, len(paths), batch_size), desc=f"vision features (grid {grid})", disable=not progress):
-        chunk = paths[start : start + batch_size]
-        feats = encoder(torch.stack([load_pixels(p) for p in chunk]))
-        out.update(zip(chunk, feats.to(torch.float16)))
-    io.save_tensors(store, {str(i): out[p] for i, p in enumerate(paths)}, metadata={"grid": str(grid)})
+    missing = []
+    for p in paths:
+        if not Path(p).is_file():
+            raise FileNotFoundError(f"image file {p} does not exist")
+        stat = Path(p).stat()
+        entry = folder / f"{io.key_of([p, stat.st_size, stat.st_mtime_ns])}.safetensors"
+        if entry.exists():
+            out[p] = load_file(entry)["features"]
+        else:
+            missing.append((p, entry))
+    if missing:
+        encoder = vision_encoder(grid)
+        for start in tqdm(range(0, len(missing), batch_size), desc=f"vision features (grid {grid})",
+                          disable=not progress, mininterval=2.0):
+            chunk = missing[start : start + batch_size]
+            feats = encoder(torch.stack([load_pixels(p) for p, _ in chunk])).to(torch.float16)
+            for (p, entry), f in zip(chunk, feats):
+                io.save_tensors(entry, {"features": f})
+                out[p] = f
     return out
 
 

@@ -46,10 +46,49 @@ class BaseModelParams:
     probe_batch_size: int = 8
 
 
-NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams}
+@dataclass(frozen=True)
+class BenchParams:
+    """`make bench` (eas.bench): the core side-by-side timing of base / skip-only / EAS."""
 
-_POSITIVE = {"align_captions", "align_steps", "n_eval", "eval_batch_size",
-             "probe_examples", "probe_batch_size", "visual_grid"}
+    profile: str = "cpu"
+    model: str = "mini-llava"
+    ks: list = field(default_factory=lambda: [4, 8, 12])
+    batches: list = field(default_factory=lambda: [1, 8])
+    new_tokens: int = 64
+    repeats: int = 5
+    threads: int = 0  # 0: leave torch's default
+    skip_hidden: int = 32
+    adapt_hidden: int = 8
+    merge_strategy: str = "per_example"
+    scale_layers: int = 2   # full-width LLaVA-1.5-7B layers built for the merge-cost-at-scale check (0: skip it)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ReparamParams:
+    """05_reparameterisation: merged = unmerged, the merge's cost, decode time and KV cache vs k."""
+
+    profile: str = "cpu"
+    model: str = "mini-llava"
+    seed: int = 0
+    ks: list = field(default_factory=lambda: [4, 8, 12])
+    check_k: int = 12
+    check_batch: int = 4
+    check_tokens: int = 16
+    merge_batches: list = field(default_factory=lambda: [1, 8])
+    timing_batch: int = 1
+    new_tokens: int = 32
+    repeats: int = 3
+    skip_hidden: int = 32
+    adapt_hidden: int = 8
+    scale_layers: int = 2
+
+
+NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams}
+
+_POSITIVE = {"align_captions", "align_steps", "n_eval", "eval_batch_size", "new_tokens", "repeats",
+             "probe_examples", "probe_batch_size", "visual_grid", "check_k", "check_batch", "check_tokens",
+             "timing_batch", "skip_hidden", "adapt_hidden"}
 
 
 def _check(name: str, value, expected) -> None:

@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arch
-from .pia import PIAError, adapt_adapters, current_context, pia_config, skip_adapters, trainable_parameters
+from .pia import (PIAError, adapt_adapters, current_context, pia_config, prompt_context, skip_adapters,
+                  trainable_parameters)
 from .pia.config import MERGE_STRATEGIES
 
 
@@ -291,3 +292,38 @@ def time_merge(model: nn.Module, batch, repeats: int = 3, strategy: str | None =
             merge_ms.append((t2 - t1) * 1e3)
     p, m = statistics.median(prefill_ms), statistics.median(merge_ms)
     return {"prefill_ms": p, "merge_ms": m, "ratio": m / p, "prepare_ms": prepare_ms, "batch": len(batch)}
+
+
+@torch.no_grad()
+def forced_decode_logits(model: nn.Module, batch, answers: torch.Tensor, after_prefill=None) -> torch.Tensor:
+    """Prefill, optionally merge, then cached decode steps fed `answers` (B, A): logits of every step.
+
+    Feeding the same tokens to both paths compares the functions themselves, not just argmaxes."""
+    with prompt_context(batch.prompt_mask, batch.attention_mask):
+        hidden, cache = model(batch.input_ids, batch.attention_mask, batch.image_features, use_cache=True)
+    undo = after_prefill(model, batch) if after_prefill else None
+    out, mask = [model.lm_head(hidden[:, -1])], batch.attention_mask
+    try:
+        for j in range(answers.shape[1] - 1):
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            hidden, cache = model(answers[:, j : j + 1], mask, None, past_key_values=cache, use_cache=True)
+            out.append(model.lm_head(hidden[:, -1]))
+    finally:
+        if callable(undo):
+            undo()
+    return torch.stack(out, dim=1)
+
+
+def merge_equivalence(model: nn.Module, batch, new_tokens: int = 16, strategy: str | None = None) -> dict:
+    """Merged vs unmerged on one batch: max |logit difference| over the decode steps (same tokens
+    fed to both) and whether greedy generation gives identical tokens."""
+    from .generate import greedy_generate
+
+    merge = functools.partial(merge_after_prefill, strategy=strategy)
+    plain = greedy_generate(model, batch, new_tokens, ignore_eos=True).tokens
+    merged = greedy_generate(model, batch, new_tokens, ignore_eos=True, after_prefill=lambda m, b: merge(m, b)).tokens
+    want = forced_decode_logits(model, batch, plain)
+    got = forced_decode_logits(model, batch, plain, after_prefill=lambda m, b: merge(m, b))
+    return {"max_abs_logit_diff": float((want - got).abs().max()), "logit_scale": float(want.abs().max()),
+            "tokens_identical": bool(torch.equal(plain, merged)), "batch": len(batch), "steps": new_tokens,
+            "strategy": strategy or (pia_config(model).merge_strategy if pia_config(model) else None)}

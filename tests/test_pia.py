@@ -10,6 +10,7 @@ import json
 import pytest
 import torch
 
+from eas.pia import randomise_adapters
 from eas import arch
 from eas.generate import greedy_generate
 from eas.mini_llava import Batch, MiniLlava, answer_loss, load_tokenizer, tiny_language_model
@@ -34,10 +35,7 @@ def tiny_llava(tokenizer, seed=0) -> MiniLlava:
 
 
 def randomise(model, scale=0.3, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in trainable_parameters(model):
-            p.copy_(torch.randn(p.shape, generator=g) * scale)
+    randomise_adapters(model, scale, seed)
 
 
 def make_batches(seed=0, lens=PROMPT_LENS, answer_len=ANSWER_LEN):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from eas.reparam import forced_decode_logits
 from eas import arch, reparam
 from eas.generate import greedy_generate, prefill
 from eas.mini_llava import Batch, MiniLlava, load_tokenizer, tiny_language_model
@@ -40,24 +41,6 @@ def prompt_batch(lens=(5, 9, 7), seed=0) -> Batch:
         ids[b, W - n:] = torch.randint(100, 5000, (n,), generator=g)
         attn[b, W - n:] = 1
     return Batch(ids, attn, attn.bool())
-
-
-@torch.no_grad()
-def forced_decode_logits(model, batch: Batch, answers: torch.Tensor, after_prefill=None) -> torch.Tensor:
-    """Prefill, optionally merge, then cached decode steps fed `answers`; logits of every step (B, A, V)."""
-    with prompt_context(batch.prompt_mask, batch.attention_mask):
-        hidden, cache = model(batch.input_ids, batch.attention_mask, use_cache=True)
-    undo = after_prefill(model, batch) if after_prefill else None
-    out, mask = [model.lm_head(hidden[:, -1])], batch.attention_mask
-    try:
-        for j in range(answers.shape[1] - 1):
-            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            hidden, cache = model(answers[:, j : j + 1], mask, past_key_values=cache, use_cache=True)
-            out.append(model.lm_head(hidden[:, -1]))
-    finally:
-        if undo:
-            undo()
-    return torch.stack(out, dim=1)
 
 
 def merge_with(strategy):

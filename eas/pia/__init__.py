@@ -21,6 +21,7 @@ from .model import (
     load_adapters,
     named_adapters,
     pia_config,
+    randomise_adapters,
     read_adapter_config,
     reset_prompt_state,
     save_adapters,

@@ -179,3 +179,12 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
         for k, t in own.items():
             t.copy_(state[k])
     return adapters
+
+
+@torch.no_grad()
+def randomise_adapters(model: nn.Module, scale: float = 0.3, seed: int = 0) -> None:
+    """Fill every adapter parameter with N(0, scale): a stand-in for trained adapters, so that
+    equivalence checks (merged vs unmerged) compare non-trivial functions."""
+    g = torch.Generator().manual_seed(seed)
+    for p in trainable_parameters(model):
+        p.copy_(torch.randn(p.shape, generator=g) * scale)

@@ -1,0 +1,207 @@
+"""Benchmarks (not tests): `make bench` / `python -m eas.bench --profile cpu`.
+
+core   (issue: EAS core) on the embedded model, side by side in one interleaved run:
+       base; skip-only (k MHAs removed, no PIA); EAS unmerged; EAS merged after prefill; for each k
+       and batch size -> data/results/bench/core.csv
+       plus the per-prompt merge cost on a randomly initialised model with LLaVA-1.5-7B's layer
+       shape (a few full-width layers, extrapolated per layer to 32; see `merge_cost_at_scale`)
+       -> data/results/bench/merge_scale.csv
+
+Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
+last one (`timing_skip_set`). PIAs use the paper's LaVIN sizes unless the profile says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import platform
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from . import arch, io, measure, reparam, runs
+from .pia import PIAConfig, attach_pia
+from .profiles import PROFILES, BenchParams, notebook_params, profile_values
+from .skip import SkipSet, apply_skips
+
+CORE_COLUMNS = ["model", "method", "k", "batch", "prefill_ms", "decode_ms_per_token", "merge_ms", "kv_cache_mb"]
+
+
+def timing_skip_set(n_layers: int, k: int) -> SkipSet:
+    if not 0 < k < n_layers - 1:
+        raise ValueError(f"k={k} must be in 1..{n_layers - 2} for a {n_layers}-layer model")
+    return SkipSet(mha=tuple(range(n_layers - 1 - k, n_layers - 1)))
+
+
+def prompt_batches(model, batches: list[int], seed: int) -> dict[int, object]:
+    """Real ScienceQA-format prompts (with images where they have them), one batch per size."""
+    root = runs.prepare_task("scienceqa", {"train": 30, "val": 30, "test": max(max(batches), 30)}, seed)
+    examples = runs.load_split("scienceqa", root, "test")
+    model.cache_features(examples, progress=False)
+    return {b: model.collate(examples[:b]) for b in batches}
+
+
+def core_variants(base, ks, config: PIAConfig):
+    """Variant factories for `measure.compare`: each returns (model, after_prefill hook)."""
+    n = arch.num_layers(base)
+    variants = {"base": lambda: (base, None)}
+    for k in ks:
+        skips = timing_skip_set(n, k)
+        skip_only = copy.deepcopy(base)
+        apply_skips(skip_only, skips)
+        eas = copy.deepcopy(base)
+        attach_pia(eas, skips, config)
+        reparam.prepare_reparam(eas)  # per task, once after training: not part of any timed run
+        variants[f"skip-only k={k}"] = lambda m=skip_only: (m, None)
+        variants[f"eas-unmerged k={k}"] = lambda m=eas: (m, None)
+        variants[f"eas-merged k={k}"] = lambda m=eas: (m, reparam.merge_after_prefill)
+    return variants
+
+
+def run_core(p: BenchParams, progress: bool = True) -> pd.DataFrame:
+    base = timing_model(p.model, p.seed)
+    config = PIAConfig(skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden, merge_strategy=p.merge_strategy)
+    variants = core_variants(base, p.ks, config)
+    rows = []
+    for b, batch in prompt_batches(base, p.batches, p.seed).items():
+        if progress:
+            print(f"core: batch {b}, prompt {batch.input_ids.shape[1]} tokens, {len(variants)} variants x "
+                  f"{p.repeats} interleaved repeats", flush=True)
+        df = measure.compare(variants, batch, p.new_tokens, repeats=p.repeats, baseline="base")
+        for name, r in df.iterrows():
+            method, _, k = name.partition(" k=")
+            rows.append({
+                "model": p.model, "method": method, "k": int(k) if k else 0, "batch": b,
+                "prefill_ms": r.prefill_ms, "decode_ms_per_token": r.decode_ms_per_token, "merge_ms": r.merge_ms,
+                "kv_cache_mb": r.kv_cache_bytes / 2**20, "prompt_len": r.prompt_len, "new_tokens": r.new_tokens,
+                "prefill_ms_iqr": r.prefill_ms_iqr, "decode_ms_per_token_iqr": r.decode_ms_per_token_iqr,
+                "merge_ms_iqr": r.merge_ms_iqr, "total_ms": r.total_ms, "repeats": r.repeats, "threads": r.threads,
+                "device": r.device,
+            })
+    frame = pd.DataFrame(rows)
+    skip_only = frame[frame.method == "skip-only"].set_index(["k", "batch"]).decode_ms_per_token
+    frame["decode_vs_skip_only"] = [
+        r.decode_ms_per_token / skip_only.get((r.k, r.batch), float("nan")) if r.k else float("nan")
+        for r in frame.itertuples()
+    ]
+    frame["merge_over_prefill"] = frame.merge_ms / frame.prefill_ms
+    return frame
+
+
+def timing_model(name: str = "mini-llava", seed: int = 0):
+    """The model to time: SmolLM2 with an untrained projector (timing and the merge's exactness do not
+    depend on the projector's values, so no alignment run is needed), or the tiny random model."""
+    from .mini_llava import MiniLlava, load_language_model
+    from .models import load_model
+
+    if name == "tiny":
+        return load_model("tiny", seed=seed)
+    lm, tokenizer = load_language_model()
+    return MiniLlava(lm, tokenizer).eval().requires_grad_(False)
+
+
+TABLE6_LABELS = {"base": "Base", "info_exchange": "+ Info. Exc.", "frozen_bias": "+ Frozen bias",
+                 "reparam": "+ Re-param."}
+# The paper's Table 6 (EAS-7B_12 on LaVIN): inference time per sample (s) and average accuracy.
+PAPER_TABLE6 = {"base": (2.94, 87.1), "info_exchange": (3.23, 90.1), "frozen_bias": (2.97, 90.0),
+                "reparam": (1.69, 90.0)}
+
+
+def table6_timing(model, batch, k: int, *, new_tokens: int, repeats: int, skip_hidden: int,
+                  adapt_hidden: int) -> pd.DataFrame:
+    """Time per sample of the four PIA designs of Table 6 (k MHAs skipped), interleaved in one run.
+
+    The rows are cumulative: Base (one path) -> + information exchange (prompt-mean path and router)
+    -> + frozen bias (the prompt mean fixed at prefill) -> + re-parameterisation (merged after prefill)."""
+    from .pia import PIAConfig
+
+    skips = timing_skip_set(arch.num_layers(model), k)
+    variants = {}
+    for row in TABLE6_LABELS:
+        config = PIAConfig.ablation(row, skip_hidden=skip_hidden, adapt_hidden=adapt_hidden)
+        m = copy.deepcopy(model)
+        attach_pia(m, skips, config)
+        hook = None
+        if config.reparam:
+            reparam.prepare_reparam(m)
+            hook = reparam.merge_after_prefill
+        variants[row] = lambda m=m, hook=hook: (m, hook)
+    df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
+    out = pd.DataFrame({
+        "setting": [TABLE6_LABELS[r] for r in df.index],
+        "decode_ms_per_token": df.decode_ms_per_token.values,
+        "ms_per_sample": df.ms_per_sample.values,
+        "time_vs_base": (df.total_ms / df.total_ms["base"]).values,
+        "paper_s_per_sample": [PAPER_TABLE6[r][0] for r in df.index],
+        "paper_time_vs_base": [PAPER_TABLE6[r][0] / PAPER_TABLE6["base"][0] for r in df.index],
+        "paper_avg_accuracy": [PAPER_TABLE6[r][1] for r in df.index],
+    })
+    return out
+
+
+def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None = None, repeats: int = 3,
+                        seed: int = 0) -> pd.DataFrame:
+    """Per-prompt merge cost vs prefill on LLaVA-1.5-7B's layer shape (d=4096, d_ff=11008).
+
+    A 32-layer fp32 7B model does not fit this machine's memory, so `layers` full-width layers are
+    built (random weights time like trained ones), all but the last with a skipped MHA and a PIA, and
+    the prompt has LLaVA-1.5's length. Both costs are per layer: merge per skipped layer, prefill per
+    layer; the full-model ratio is then k_full * merge_per_layer / (32 * prefill_per_layer)."""
+    from .shapes import llava_prompt, random_llama
+
+    config = config or PIAConfig.preset("llava")
+    model = random_llama("llava-1.5-7b", num_hidden_layers=layers, seed=seed)
+    skipped = SkipSet(mha=tuple(range(layers - 1)))
+    attach_pia(model, skipped, config)
+    target = measure.CausalLMTarget(model)
+    batch = llava_prompt(model.config.vocab_size, batch=1)
+    t = reparam.time_merge(target, batch, repeats=repeats)
+    n_skipped = len(skipped.mha)
+    merge_per_layer = t["merge_ms"] / n_skipped
+    prefill_per_layer = t["prefill_ms"] / layers  # the last-position LM head is a small extra, left in
+    return pd.DataFrame([{
+        "model": "llava-1.5-7b-shape", "layers_built": layers, "prompt_len": batch.input_ids.shape[1],
+        "skip_hidden": config.skip_hidden, "adapt_hidden": config.adapt_hidden,
+        "prefill_ms_measured": t["prefill_ms"], "merge_ms_measured": t["merge_ms"], "prepare_ms": t["prepare_ms"],
+        "merge_ms_per_skipped_layer": merge_per_layer, "prefill_ms_per_layer": prefill_per_layer,
+        "k_full": k_full, "layers_full": 32,
+        "merge_over_prefill_full_model": k_full * merge_per_layer / (32 * prefill_per_layer),
+        "threads": torch.get_num_threads(),
+    }])
+
+
+def machine() -> dict:
+    return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--profile", default="cpu", choices=PROFILES)
+    parser.add_argument("--out", default=None, help="output folder (default data/results/bench)")
+    args = parser.parse_args(argv)
+    p = notebook_params("bench", profile_values(args.profile, "bench"))
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    out = io.results_dir("bench") if args.out is None else Path(args.out)
+    started = time.time()
+    core = run_core(p)
+    io.save_frame(out / "core.csv", core)
+    print(core[CORE_COLUMNS + ["decode_vs_skip_only", "merge_over_prefill"]].round(3).to_string(index=False))
+    if p.scale_layers:
+        scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
+        io.save_frame(out / "merge_scale.csv", scale)
+        print(scale.T.to_string(header=False))
+    io.write_json(out / "core.json", {"params": asdict(p), "machine": machine(), "seconds": time.time() - started})
+    print(f"wrote {out / 'core.csv'} in {time.time() - started:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
