@@ -1,0 +1,32 @@
+"""The benchmark runs under the smoke profile and writes the columns it promises (no timing checks)."""
+
+import pandas as pd
+
+from eas import bench
+
+
+def test_core_benchmark_smoke(tmp_path, monkeypatch):
+    monkeypatch.setenv("EAS_DATA", str(tmp_path / "data"))
+    from eas import io
+
+    monkeypatch.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
+    assert bench.main(["--profile", "smoke", "--out", str(tmp_path / "bench")]) == 0
+    core = pd.read_csv(tmp_path / "bench" / "core.csv")
+    assert set(bench.CORE_COLUMNS) <= set(core.columns)
+    # base once per batch size, then skip-only / eas-unmerged / eas-merged for each k
+    assert len(core) == 2 * (1 + 3 * 2)
+    assert (core.prefill_ms > 0).all() and (core.decode_ms_per_token > 0).all()
+    merged = core[core.method == "eas-merged"]
+    assert (merged.merge_ms > 0).all()
+    # fewer attentions, smaller cache: exactly proportional to the kept layers
+    base = core[(core.method == "base") & (core.batch == 1)].kv_cache_mb.iloc[0]
+    k2 = core[(core.method == "skip-only") & (core.k == 2) & (core.batch == 1)].kv_cache_mb.iloc[0]
+    assert abs(k2 / base - 2 / 4) < 1e-9
+
+
+def test_timing_skip_set_bounds():
+    import pytest
+
+    assert bench.timing_skip_set(30, 12).mha == tuple(range(17, 29))
+    with pytest.raises(ValueError, match="k=29"):
+        bench.timing_skip_set(30, 29)
