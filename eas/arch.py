@@ -60,6 +60,11 @@ class LayerParts:
     def qkv(self) -> tuple[nn.Linear, nn.Linear, nn.Linear]:
         return self.attn.q_proj, self.attn.k_proj, self.attn.v_proj
 
+    @property
+    def out(self) -> nn.Linear:
+        """The attention's output projection (o_proj)."""
+        return self.attn.o_proj
+
 
 def family(model: nn.Module) -> str:
     """The supported family name of `model`, or a clear error naming the supported ones."""
@@ -126,3 +131,28 @@ def check_layer_index(model: nn.Module, index: int) -> int:
     if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
         raise IndexError(f"layer index {index!r} is out of range: this model has {n} decoder layers (0..{n - 1}).")
     return index
+
+
+def kv_shape(model: nn.Module) -> tuple[int, int]:
+    """(number of key/value heads, head dimension) of the decoder's attentions (GQA-aware)."""
+    cfg = text_config(model)
+    heads = cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // heads
+    return getattr(cfg, "num_key_value_heads", None) or heads, head_dim
+
+
+# Linear layers inside a LLaMA block, by the attribute names peft's `target_modules` matches.
+ATTENTION_LINEARS = ("q_proj", "k_proj", "v_proj", "o_proj")
+MLP_LINEARS = ("gate_proj", "up_proj", "down_proj")
+
+
+def vision_encoder(model: nn.Module) -> nn.Module | None:
+    """The vision tower owned by `model` (LLaVA), or None where the model holds none (MiniLlava
+    consumes cached features; plain causal LMs have no vision part)."""
+    path = _TEXT_MODEL_PATH[family(model)]
+    if family(model) not in ("LlavaForConditionalGeneration", "LlavaTarget"):
+        return None
+    module = model
+    for attr in path[:-1]:
+        module = getattr(module, attr)
+    return getattr(module, "vision_tower", None)

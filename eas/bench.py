@@ -1,11 +1,13 @@
 """Benchmarks (not tests): `make bench` / `python -m eas.bench --profile cpu`.
 
-core   (issue: EAS core) on the embedded model, side by side in one interleaved run:
-       base; skip-only (k MHAs removed, no PIA); EAS unmerged; EAS merged after prefill; for each k
-       and batch size -> data/results/bench/core.csv
-       plus the per-prompt merge cost on a randomly initialised model with LLaVA-1.5-7B's layer
-       shape (a few full-width layers, extrapolated per layer to 32; see `merge_cost_at_scale`)
-       -> data/results/bench/merge_scale.csv
+throughput   training tokens/s and greedy decode ms/token of the embedded model
+             -> data/results/bench/throughput.csv
+core         on the embedded model, side by side in one interleaved run: base; skip-only (k MHAs
+             removed, no PIA); EAS unmerged; EAS merged after prefill; for each k and batch size
+             -> data/results/bench/core.csv
+merge_scale  the per-prompt merge cost on a randomly initialised model with LLaVA-1.5-7B's layer
+             shape (a few full-width layers, extrapolated per layer to 32; see `merge_cost_at_scale`)
+             -> data/results/bench/merge_scale.csv
 
 Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
 last one (`timing_skip_set`). PIAs use the paper's LaVIN sizes unless the profile says otherwise.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import platform
+import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -175,6 +178,32 @@ def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None 
     }])
 
 
+def run_throughput(p, train_batch: int = 8, steps: int = 3) -> pd.DataFrame:
+    """Training tokens/s (forward + backward into the projector, LM frozen) and greedy decode ms/token
+    of the embedded model on this machine: the two numbers that size every CPU budget here."""
+    from .mini_llava import answer_loss
+
+    model = timing_model(p.model, p.seed)
+    root = runs.prepare_task("scienceqa", {"train": max(30, train_batch), "val": 30, "test": 30}, p.seed)
+    examples = runs.load_split("scienceqa", root, "train", limit=train_batch)
+    batch = model.collate(examples, with_target=True)
+    model.projector.requires_grad_(True)
+    times = []
+    for step in range(steps + 1):  # the first step warms up
+        t0 = time.perf_counter()
+        answer_loss(model, batch).backward()
+        times.append(time.perf_counter() - t0)
+    model.projector.requires_grad_(False)
+    train_s = statistics.median(times[1:])
+    decode = measure.time_generation(model, model.collate(examples[:1]), p.new_tokens, repeats=p.repeats)
+    return pd.DataFrame([{
+        "model": p.model, "train_batch": train_batch, "train_seq_len": batch.input_ids.shape[1],
+        "train_tokens_per_s": int(batch.attention_mask.sum()) / train_s,
+        "decode_ms_per_token_batch1": decode.median("decode_ms_per_token"),
+        "prefill_ms_batch1": decode.median("prefill_ms"), "threads": torch.get_num_threads(),
+    }])
+
+
 def machine() -> dict:
     return {"machine": platform.machine(), "processor": platform.processor() or platform.machine(),
             "torch": torch.__version__, "threads": torch.get_num_threads(),
@@ -191,6 +220,9 @@ def main(argv=None) -> int:
         torch.set_num_threads(p.threads)
     out = io.results_dir("bench") if args.out is None else Path(args.out)
     started = time.time()
+    throughput = run_throughput(p)
+    io.save_frame(out / "throughput.csv", throughput)
+    print(throughput.T.to_string(header=False))
     core = run_core(p)
     io.save_frame(out / "core.csv", core)
     print(core[CORE_COLUMNS + ["decode_vs_skip_only", "merge_over_prefill"]].round(3).to_string(index=False))

@@ -11,6 +11,8 @@ def test_core_benchmark_smoke(tmp_path, monkeypatch):
 
     monkeypatch.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
     assert bench.main(["--profile", "smoke", "--out", str(tmp_path / "bench")]) == 0
+    throughput = pd.read_csv(tmp_path / "bench" / "throughput.csv")
+    assert (throughput.train_tokens_per_s > 0).all() and (throughput.decode_ms_per_token_batch1 > 0).all()
     core = pd.read_csv(tmp_path / "bench" / "core.csv")
     assert set(bench.CORE_COLUMNS) <= set(core.columns)
     # base once per batch size, then skip-only / eas-unmerged / eas-merged for each k
