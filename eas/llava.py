@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .mini_llava import Batch
+from .mini_llava import Batch, left_pad
 
 # LLaVA-1.5's conversation template (Vicuna v1 style).
 TEMPLATE = "USER: {image}{prompt} ASSISTANT:"
@@ -67,18 +67,7 @@ class LlavaTarget(nn.Module):
             target = self.tokenizer(" " + ex.target, add_special_tokens=False)["input_ids"] + [self.eos_token_id] if with_target else []
             rows.append(ids + target)
             prompt_lens.append(len(ids))
-        T, B = max(map(len, rows)), len(rows)
-        ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
-        attn = torch.zeros(B, T, dtype=torch.long)
-        prompt_mask = torch.zeros(B, T, dtype=torch.bool)
-        labels = torch.full((B, T), -100, dtype=torch.long) if with_target else None
-        for b, (row, plen) in enumerate(zip(rows, prompt_lens)):
-            start = T - len(row)
-            ids[b, start:] = torch.tensor(row)
-            attn[b, start:] = 1
-            prompt_mask[b, start : start + plen] = True
-            if with_target:
-                labels[b, start + plen :] = ids[b, start + plen :]
+        ids, attn, prompt_mask, labels = left_pad(rows, prompt_lens, self.pad_token_id, with_target)
         return Batch(ids, attn, prompt_mask, torch.stack(pixels) if pixels else None, labels)
 
     def forward(self, input_ids, attention_mask, image_features=None, past_key_values=None, use_cache: bool = False):

@@ -176,6 +176,25 @@ class Batch:
         return self.input_ids.shape[0]
 
 
+def left_pad(rows: list[list[int]], prompt_lens: list[int], pad_id: int, with_target: bool):
+    """Left-pad token rows (prompt ids, then target ids) into (ids, attention, prompt mask, labels).
+
+    Left padding keeps every row's last real token at the end, where generation continues."""
+    T, B = max(map(len, rows)), len(rows)
+    ids = torch.full((B, T), pad_id, dtype=torch.long)
+    attn = torch.zeros(B, T, dtype=torch.long)
+    prompt_mask = torch.zeros(B, T, dtype=torch.bool)
+    labels = torch.full((B, T), -100, dtype=torch.long) if with_target else None
+    for b, (row, plen) in enumerate(zip(rows, prompt_lens)):
+        start = T - len(row)
+        ids[b, start:] = torch.tensor(row)
+        attn[b, start:] = 1
+        prompt_mask[b, start : start + plen] = True
+        if with_target:
+            labels[b, start + plen :] = ids[b, start + plen :]
+    return ids, attn, prompt_mask, labels
+
+
 class MiniLlava(nn.Module):
     """SmolLM2 + projected EfficientNet features. Consumes cached image features, not pixels."""
 
@@ -233,19 +252,7 @@ class MiniLlava(nn.Module):
             rows.append(p + t)
             prompt_lens.append(len(p))
             images.append(ex.image)
-        T = max(map(len, rows))
-        B = len(rows)
-        ids = torch.full((B, T), self.pad_token_id, dtype=torch.long)
-        attn = torch.zeros(B, T, dtype=torch.long)
-        prompt_mask = torch.zeros(B, T, dtype=torch.bool)
-        labels = torch.full((B, T), -100, dtype=torch.long) if with_target else None
-        for b, (row, plen) in enumerate(zip(rows, prompt_lens)):
-            start = T - len(row)
-            ids[b, start:] = torch.tensor(row)
-            attn[b, start:] = 1
-            prompt_mask[b, start : start + plen] = True
-            if with_target:
-                labels[b, start + plen :] = ids[b, start + plen :]
+        ids, attn, prompt_mask, labels = left_pad(rows, prompt_lens, self.pad_token_id, with_target)
         feats = None
         if any(im is not None for im in images):
             zeros = torch.zeros(self.num_visual_tokens, self.vision_dim)

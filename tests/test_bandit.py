@@ -12,14 +12,6 @@ from eas.bandit import (BanditConfig, BanditSearch, candidate_skip_set, lowest_k
 from eas.skip import SkipError, SkipSet
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 # ----------------------------------------------------------------------------- candidates
 
 def test_candidates_map_to_skip_sets():

@@ -15,15 +15,6 @@ CFG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_lay
            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=1)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two OpenMP threads on a shared 2-core box spin at barriers (a 2 ms forward took 1 s): use one here.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture()
 def llama():
     torch.manual_seed(0)

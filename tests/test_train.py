@@ -17,15 +17,6 @@ from eas.train import (TrainConfig, TrainingDiverged, batch_indices, train, trai
 COLOURS = ["red", "blue", "green", "yellow"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # These models are tiny: on a busy 2-core machine a second thread makes each matmul ~100x slower.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def examples(n=24):
     return [Example(uid=f"x{i}", prompt=f"What colour is item {i}?", target=COLOURS[i % 4], answer=COLOURS[i % 4],
                     image=None) for i in range(n)]
