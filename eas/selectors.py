@@ -1,0 +1,206 @@
+"""Which k modules to skip: the simple selectors EAS's bandit search is compared with.
+
+    random_k          k candidates drawn uniformly (seeded)
+    last_k            the last k layers (never all of them)
+    attention_drop    cos(x, x + Attn(norm_a x)) per layer: a sub-block that barely turns the residual
+                      stream is redundant (high similarity = skip first); kind "mha" or "ffn"
+    block_influence   1 - cos(block input, block output) per layer: low influence = skip first;
+                      kind "layer" (whole block) or a sub-block ("mha", "ffn")
+    bandit            the finished EAS / DAS search (eas.bandit.BanditSearch): lowest preference first
+
+The similarity selectors need no training: one no-grad forward per batch with hooks on the EASBlocks,
+cosines per token averaged over each prompt's real tokens (padding never counts, so a padded batch
+scores like its examples one by one). Every selector returns a `Selection`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import arch
+from .bandit import candidate_skip_set, check_k, lowest_k, num_candidates
+from .skip import SkipError, SkipSet, check_kind, eas_blocks
+
+
+@dataclass(frozen=True)
+class Selection:
+    """A selector's verdict. `scores` are the selector's own numbers, one per candidate; `ranking`
+    orders the candidates most redundant first; `chosen` are the k skipped candidates (sorted)."""
+
+    name: str
+    kind: str
+    n_layers: int
+    scores: tuple[float, ...]
+    ranking: tuple[int, ...]
+    chosen: tuple[int, ...]
+
+    def skip_set(self) -> SkipSet:
+        return candidate_skip_set(self.chosen, self.kind, self.n_layers)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "n_layers": self.n_layers, "scores": list(self.scores),
+                "ranking": list(self.ranking), "chosen": list(self.chosen)}
+
+
+def _check_k(k, kind: str, n_layers: int) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise SkipError(f"k must be a positive integer (modules to skip), got {k!r}.")
+    check_k(int(k), kind, n_layers)
+    return int(k)
+
+
+def _check_n(n) -> int:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise SkipError(f"n (the number of layers) must be a positive integer, got {n!r}.")
+    return int(n)
+
+
+def _select(name: str, kind: str, n_layers: int, scores, redundancy, k: int | None) -> Selection:
+    """`redundancy`: lower = skip first. Without k, `chosen` is empty (a ranking only)."""
+    ranking = tuple(int(i) for i in np.argsort(np.asarray(redundancy, dtype=float), kind="stable"))
+    chosen = tuple(lowest_k(redundancy, _check_k(k, kind, n_layers), kind, n_layers)) if k is not None else ()
+    return Selection(name, kind, n_layers, tuple(float(s) for s in scores), ranking, chosen)
+
+
+# ----------------------------------------------------------------------------- model-free
+
+def random_k(n: int, k: int, seed: int = 0, kind: str = "mha") -> Selection:
+    """k of the n layers' `kind` modules, uniformly at random (a pure function of the seed)."""
+    n = _check_n(n)
+    check_kind(kind)
+    scores = np.random.default_rng(seed).random(num_candidates(kind, n))
+    return _select("random_k", kind, n, scores, scores, k)
+
+
+def last_k(n: int, k: int, kind: str = "mha") -> Selection:
+    """The last k layers' `kind` modules; scores are the layer indices (later = skipped first)."""
+    n = _check_n(n)
+    check_kind(kind)
+    scores = np.arange(n, dtype=float)
+    return _select("last_k", kind, n, scores, -scores, k)
+
+
+def bandit(search, k: int | None = None) -> Selection:
+    """A finished `eas.bandit.BanditSearch`: its preferences s, lowest first (its own `chosen()`)."""
+    cfg = search.config
+    k = cfg.k if k is None else k
+    if k != cfg.k:
+        _check_k(k, cfg.kind, search.n_layers)
+    return _select("bandit", cfg.kind, search.n_layers, search.s, search.s, k)
+
+
+# ----------------------------------------------------------------------------- similarity
+
+def _batches(target, examples, batch_size: int):
+    from .mini_llava import Batch
+
+    if isinstance(examples, Batch):
+        return [examples]
+    examples = list(examples)
+    if not examples:
+        raise ValueError("no examples given to score the layers on.")
+    if all(isinstance(e, Batch) for e in examples):
+        return examples
+    return [target.collate(examples[i:i + batch_size]) for i in range(0, len(examples), batch_size)]
+
+
+def _inner(target) -> nn.Module:
+    from .measure import model_of
+
+    return model_of(target)
+
+
+@torch.no_grad()
+def layer_similarities(target, examples, kind: str = "mha", batch_size: int = 8) -> np.ndarray:
+    """Per layer, the mean over real prompt tokens of cos(in, out) of the `kind` sub-block:
+    mha: cos(x, x + Attn(norm_a x)); ffn: cos(h, h + MLP(norm_f h)); layer: cos(block in, block out).
+    A skipped sub-block scores nan (it is not there to measure)."""
+    from .pia.context import prompt_context
+
+    check_kind(kind)
+    model = _inner(target)
+    blocks = eas_blocks(model)
+    n = len(blocks)
+    total = torch.zeros(n, dtype=torch.float64)
+    count = torch.zeros(n, dtype=torch.float64)
+    seen: dict[int, dict] = {}
+
+    def block_pre(i):
+        def hook(blk, args, kwargs):
+            seen[i] = {"x": args[0] if args else kwargs["hidden_states"]}
+        return hook
+
+    def attn_out(i):
+        def hook(attn, args, output):
+            seen[i]["attn"] = output[0]
+        return hook
+
+    def mlp_out(i):
+        def hook(mlp, args, output):
+            seen[i]["mlp"] = output
+        return hook
+
+    def block_out(i):
+        def hook(blk, args, kwargs, output):
+            seen[i]["y"] = output
+        return hook
+
+    handles = []
+    for i, blk in enumerate(blocks):
+        parts = arch.layer_parts(blk)
+        handles += [blk.register_forward_pre_hook(block_pre(i), with_kwargs=True),
+                    blk.register_forward_hook(block_out(i), with_kwargs=True),
+                    parts.attn.register_forward_hook(attn_out(i)),
+                    parts.mlp.register_forward_hook(mlp_out(i))]
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _batches(target, examples, batch_size):
+            device = next(model.parameters()).device
+            mask = (batch.prompt_mask if batch.prompt_mask is not None else batch.attention_mask).bool().to(device)
+            with prompt_context(batch.prompt_mask, batch.attention_mask):
+                target(batch.input_ids.to(device), batch.attention_mask.to(device),
+                       None if batch.image_features is None else batch.image_features.to(device))
+            for i in range(n):
+                got = seen.get(i, {})
+                if kind == "mha" and "attn" in got:
+                    a, b = got["x"], got["x"] + got["attn"]
+                elif kind == "ffn" and "mlp" in got:
+                    b = got["y"]
+                    a = b - got["mlp"]  # the residual stream entering the FFN
+                elif kind == "layer" and "y" in got:
+                    a, b = got["x"], got["y"]
+                else:
+                    continue
+                cos = F.cosine_similarity(a.double(), b.double(), dim=-1)  # (B, T)
+                total[i] += cos[mask].sum().cpu()
+                count[i] += mask.sum().cpu()
+            seen.clear()
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    out = torch.full((n,), float("nan"), dtype=torch.float64)
+    has = count > 0
+    out[has] = total[has] / count[has]
+    return out.numpy()
+
+
+def attention_drop(target, examples, kind: str = "mha", k: int | None = None, batch_size: int = 8) -> Selection:
+    """Scores cos(x, x + Attn(norm_a x)) (or the FFN's); the most similar (least change) is skipped first."""
+    if kind not in ("mha", "ffn"):
+        raise SkipError(f"attention_drop scores a sub-block: kind must be 'mha' or 'ffn', got {kind!r}.")
+    sim = layer_similarities(target, examples, kind, batch_size)
+    return _select("attention_drop", kind, len(sim), sim, -np.nan_to_num(sim, nan=-np.inf), k)
+
+
+def block_influence(target, examples, kind: str = "layer", k: int | None = None, batch_size: int = 8) -> Selection:
+    """Scores 1 - cos(block input, block output); the least influential is skipped first."""
+    sim = layer_similarities(target, examples, kind, batch_size)
+    influence = 1.0 - sim
+    return _select("block_influence", kind, len(sim), influence, np.nan_to_num(influence, nan=np.inf), k)

@@ -1,0 +1,135 @@
+"""Selectors of the k modules to skip: planted redundancy is found, padding does not matter, k is checked."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from eas import arch, selectors
+from eas.bandit import BanditConfig, BanditSearch
+from eas.mini_llava import Batch, MiniLlava, tiny_language_model
+from eas.skip import SkipError, SkipSet
+
+LAYERS = 6
+
+
+def tiny_llava(tokenizer) -> MiniLlava:
+    torch.manual_seed(0)
+    return MiniLlava(tiny_language_model(seed=0, layers=LAYERS, hidden=64), tokenizer).eval()
+
+
+def make_batch(seed=0, lens=(5, 9, 7)) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    rows = [torch.randint(100, 5000, (n,), generator=g) for n in lens]
+    W = max(lens)
+    ids = torch.full((len(rows), W), 2)
+    attn = torch.zeros(len(rows), W, dtype=torch.long)
+    for b, row in enumerate(rows):
+        ids[b, W - len(row):], attn[b, W - len(row):] = row, 1
+    return Batch(ids, attn, attn.bool())
+
+
+def unpadded(batch: Batch, i: int) -> Batch:
+    real = batch.attention_mask[i].bool()
+    return Batch(batch.input_ids[i, real][None], batch.attention_mask[i, real][None], batch.prompt_mask[i, real][None])
+
+
+@torch.no_grad()
+def plant(model, o_proj=(), down_proj=()):
+    layers = arch.decoder_layers(model)
+    for i in o_proj:
+        arch.layer_parts(layers[i]).out.weight.zero_()
+    for i in down_proj:
+        arch.layer_parts(layers[i]).down.weight.zero_()
+
+
+def test_attention_drop_finds_a_dead_attention(tokenizer):
+    model = tiny_llava(tokenizer)
+    plant(model, o_proj=[3])
+    sel = selectors.attention_drop(model, make_batch(), k=2)
+    assert sel.scores[3] == pytest.approx(1.0, abs=1e-12)  # Attn output exactly 0: cos(x, x) = 1
+    assert max(s for i, s in enumerate(sel.scores) if i != 3) < 1.0
+    assert sel.ranking[0] == 3 and 3 in sel.chosen and len(sel.chosen) == 2
+    assert sel.skip_set() == SkipSet(mha=sel.chosen) and sel.kind == "mha" and sel.name == "attention_drop"
+
+
+def test_attention_drop_ffn_kind(tokenizer):
+    model = tiny_llava(tokenizer)
+    plant(model, down_proj=[4])
+    sel = selectors.attention_drop(model, make_batch(), kind="ffn", k=1)
+    assert sel.chosen == (4,) and sel.skip_set() == SkipSet(ffn=(4,))
+
+
+def test_block_influence_finds_a_dead_block(tokenizer):
+    model = tiny_llava(tokenizer)
+    plant(model, o_proj=[1, 4], down_proj=[1])  # layer 1 is the identity; layer 4 only lacks attention
+    sel = selectors.block_influence(model, make_batch(), k=1)
+    assert sel.scores[1] == pytest.approx(0.0, abs=1e-12)
+    assert sel.ranking[0] == 1 and sel.chosen == (1,) and sel.skip_set() == SkipSet(layer=(1,))
+    assert all(s > 0 for i, s in enumerate(sel.scores) if i != 1)
+
+
+def test_padding_does_not_change_scores(tokenizer):
+    model = tiny_llava(tokenizer)
+    batch = make_batch()
+    singles = [unpadded(batch, i) for i in range(len(batch))]
+    for fn in (selectors.attention_drop, selectors.block_influence):
+        together = np.array(fn(model, batch).scores)
+        apart = np.array(fn(model, singles).scores)  # token-weighted over the three 1-row batches
+        np.testing.assert_allclose(together, apart, atol=1e-6)
+
+
+def test_skipped_modules_score_nan_and_rank_last(tokenizer):
+    from eas.skip import apply_skips
+
+    model = tiny_llava(tokenizer)
+    apply_skips(model, SkipSet(mha=(0,)))
+    sel = selectors.attention_drop(model, make_batch(), k=2)
+    assert np.isnan(sel.scores[0]) and sel.ranking[-1] == 0 and 0 not in sel.chosen
+
+
+def test_random_and_last_k():
+    r = selectors.random_k(10, 3, seed=1)
+    assert r == selectors.random_k(10, 3, seed=1) and len(r.chosen) == 3 and len(set(r.chosen)) == 3
+    last = selectors.last_k(10, 3)
+    assert last.chosen == (7, 8, 9) and last.ranking[:3] == (9, 8, 7)
+    assert selectors.last_k(4, 4, kind="ffn").chosen == (0, 1, 2, 3)  # FFNs can all go; attention cannot
+    assert selectors.random_k(6, 2, kind="layer").skip_set().layer == selectors.random_k(6, 2, kind="layer").chosen
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda: selectors.last_k(4, 4), "cannot skip k=4 mha"),
+    (lambda: selectors.random_k(4, 0), "k must be a positive integer"),
+    (lambda: selectors.random_k(4, 5, kind="layer"), "cannot skip k=5 layer"),
+    (lambda: selectors.last_k(0, 1), "n .* positive integer"),
+    (lambda: selectors.random_k(4, 1, kind="head"), "unknown module kind 'head'"),
+])
+def test_k_bounds(make, match):
+    with pytest.raises(SkipError, match=match):
+        make()
+
+
+def test_attention_drop_rejects_layer_kind_and_bad_k(tokenizer):
+    model = tiny_llava(tokenizer)
+    with pytest.raises(SkipError, match="'mha' or 'ffn'"):
+        selectors.attention_drop(model, make_batch(), kind="layer")
+    with pytest.raises(SkipError, match=f"k={LAYERS}"):
+        selectors.block_influence(model, make_batch(), k=LAYERS)
+
+
+def test_bandit_selector_wraps_the_search():
+    search = BanditSearch(BanditConfig(k=2, kind="layer"), n_layers=5)
+    search.s = np.array([0.3, -1.0, 0.2, -0.5, 0.9])
+    sel = selectors.bandit(search)
+    assert list(sel.chosen) == search.chosen() == [1, 3]
+    assert sel.ranking == (1, 3, 2, 0, 4) and sel.skip_set() == SkipSet(layer=(1, 3)) and sel.name == "bandit"
+
+
+def test_works_on_a_plain_causal_lm():
+    from eas.measure import CausalLMTarget
+
+    target = CausalLMTarget(tiny_language_model(seed=0, layers=4, hidden=64))
+    plant(target.model, o_proj=[2])
+    sel = selectors.attention_drop(target, [make_batch(), make_batch(seed=1, lens=(4, 6))], k=1)
+    assert sel.chosen == (2,) and len(sel.scores) == 4
