@@ -16,7 +16,7 @@ from eas.data import Example
 
 METRIC_COLUMNS = {
     "scienceqa": ["NAT", "SOC", "LAN", "TXT", "IMG", "NO", "G1-6", "G7-12", "Avg"],
-    "vqa": ["Open", "Closed", "Avg"],
+    "vqa": ["Open", "Closed", "Avg", "Open (exact)"],
     "classification": ["Acc"],
 }
 
@@ -75,10 +75,22 @@ def parse_class(text: str, classes: list[str]) -> str | None:
 
 
 def parse_vqa(text: str, example: Example) -> str | None:
+    """Closed questions: the first "yes" or "no" said as a word ("The answer is no." reads no).
+    Open questions: the reply's first line, normalised; `is_correct` then scores it by recall."""
     said = normalise(first_line(text))
-    if example.meta.get("answer_type") == "closed" and said.split()[:1] in (["yes"], ["no"]):
-        return said.split()[0]  # "Yes, there is a circle." answers a yes/no question with yes
+    if example.meta.get("answer_type") == "closed":
+        words = [w for w in said.split() if w in ("yes", "no")]
+        return words[0] if words else None
     return said or None
+
+
+def open_answer_recall(parsed: str, answer: str) -> float:
+    """Share of the gold answer's words present in the reply: LLaVA-Med's score for open Slake /
+    VQA-RAD answers. An open answer counts as correct at full recall ("The circle is gray." for
+    "gray"); `exact` in the per-example table keeps the stricter whole-reply match as well."""
+    gold = normalise(answer).split()
+    said = set(parsed.split())
+    return sum(w in said for w in gold) / len(gold) if gold else 0.0
 
 
 def parse_answer(task: str, text: str, example: Example) -> str | None:
@@ -95,7 +107,9 @@ def is_correct(task: str, parsed: str | None, example: Example) -> bool:
     if parsed is None:
         return False
     if task == "vqa":
-        return parsed == normalise(example.answer)
+        if example.meta.get("answer_type") == "closed":
+            return parsed == normalise(example.answer)
+        return open_answer_recall(parsed, example.answer) == 1.0
     if task == "classification":
         return normalise(parsed) == normalise(example.answer)
     return parsed == example.answer
@@ -110,8 +124,9 @@ def score(task: str, examples: list[Example], generations: list[str]) -> pd.Data
     for example, text in zip(examples, generations):
         parsed = parse_answer(task, text, example)
         meta = {k: v for k, v in example.meta.items() if isinstance(v, (str, int, float, bool))}
+        exact = parsed is not None and normalise(str(parsed)) == normalise(example.answer)
         rows.append({"uid": example.uid, "prediction": text, "parsed": parsed,
-                     "correct": is_correct(task, parsed, example), "answer": example.answer, **meta})
+                     "correct": is_correct(task, parsed, example), "exact": exact, "answer": example.answer, **meta})
     return pd.DataFrame(rows)
 
 
@@ -128,7 +143,9 @@ def summarise(task: str, per_example: pd.DataFrame) -> dict[str, float]:
         return {"Acc": percent(ok)}
     if task == "vqa":
         kind = df["answer_type"]
-        return {"Open": percent(ok[kind == "open"]), "Closed": percent(ok[kind == "closed"]), "Avg": percent(ok)}
+        exact = df["exact"].astype(bool)
+        return {"Open": percent(ok[kind == "open"]), "Closed": percent(ok[kind == "closed"]), "Avg": percent(ok),
+                "Open (exact)": percent(exact[kind == "open"])}
     text, image = df["has_text"].astype(bool), df["has_image"].astype(bool)
     groups = {
         "NAT": df["subject"] == "NAT",

@@ -53,6 +53,16 @@ def test_parse_vqa():
     assert parse_answer("vqa", "The Circle.\nmore text", open_) == "circle"
     assert parse_answer("vqa", "X-Ray", open_) == normalise("x-ray")
     assert parse_answer("vqa", "   \n", open_) is None
+    assert parse_answer("vqa", "The answer is no, there is none.", closed) == "no"
+    assert parse_answer("vqa", "I cannot tell.", closed) is None  # unparsable: wrong, never a guess
+
+
+def test_open_answers_score_by_recall_and_exact():
+    gray, ray = vqa("1", "gray", "open"), vqa("2", "x ray", "open")
+    df = score("vqa", [gray, ray, gray], ["The circle is gray.", "An x-ray image", "It is grey."])
+    assert df.correct.tolist() == [True, True, False]
+    assert df.exact.tolist() == [False, False, False]
+    assert summarise("vqa", score("vqa", [gray], ["Gray"]))["Open (exact)"] == 100.0
 
 
 def test_parse_classification():
@@ -93,7 +103,8 @@ def test_vqa_and_classification_metrics_by_hand():
     examples = [vqa("1", "yes", "closed"), vqa("2", "no", "closed"), vqa("3", "circle", "open"), vqa("4", "red", "open"),
                 vqa("5", "triangle", "open")]
     df = score("vqa", examples, ["yes", "Yes.", "a circle", "blue", "Triangle!"])
-    assert summarise("vqa", df) == pytest.approx({"Open": 200 / 3, "Closed": 50.0, "Avg": 60.0})
+    assert summarise("vqa", df) == pytest.approx({"Open": 200 / 3, "Closed": 50.0, "Avg": 60.0,
+                                                  "Open (exact)": 200 / 3})
     df = score("classification", [aid("1", "airport"), aid("2", "bare land")], ["Airport", "residential"])
     assert summarise("classification", df) == {"Acc": 50.0}
 
