@@ -43,19 +43,38 @@ def evaluate_examples(model, task: str, examples: list[Example], *, batch_size: 
     return per_example, summary
 
 
-def zero_shot_row(model, roots: dict[str, Path], *, n_eval: int, batch_size: int, max_new_tokens: dict,
-                  progress: bool = True) -> tuple[dict, dict[str, pd.DataFrame]]:
-    """The paper's "ZS" row over the three tasks: one dict of columns and the per-example tables."""
+def zero_shot_sets(roots: dict[str, Path], n_eval: int) -> dict[str, tuple[str, list[Example]]]:
+    """The evaluation sets of the "ZS" row: label -> (task, test examples). Classification is
+    evaluated on the test split of both training fractions, as the paper's AID columns are."""
+    sets = {}
+    for task in TASKS:
+        fractions = TRAIN_FRACTIONS if task == "classification" else {"": 0.2}
+        for label, fraction in fractions.items():
+            name = f"{task} ({label})" if label else task
+            sets[name] = (task, load_split(task, roots[task], "test", limit=n_eval, train_fraction=fraction))
+    return sets
+
+
+def generate_sets(model, sets: dict[str, tuple[str, list[Example]]], *, batch_size: int, max_new_tokens: dict,
+                  progress: bool = True) -> pd.DataFrame:
+    """The expensive part, worth caching: one row per (set, example) with the raw generated text."""
+    rows = []
+    for name, (task, examples) in sets.items():
+        texts = generate_texts(model, examples, batch_size=batch_size, max_new_tokens=max_new_tokens[task],
+                               progress=progress, desc=f"{name} ({len(examples)})")
+        rows += [{"set": name, "task": task, "uid": e.uid, "prediction": t} for e, t in zip(examples, texts)]
+    return pd.DataFrame(rows)
+
+
+def score_sets(sets: dict[str, tuple[str, list[Example]]], generations: pd.DataFrame) -> tuple[dict, dict]:
+    """The cheap part, redone on every run so a change of the parser never needs new generations:
+    one dict of "{set}:{column}" values (plus each set's chance level) and per-example tables."""
     row: dict[str, float] = {}
     details: dict[str, pd.DataFrame] = {}
-    for task in TASKS:
-        fractions = TRAIN_FRACTIONS if task == "classification" else {"": None}
-        for label, fraction in fractions.items():
-            examples = load_split(task, roots[task], "test", limit=n_eval, train_fraction=fraction or 0.2)
-            per_example, summary = evaluate_examples(model, task, examples, batch_size=batch_size,
-                                                     max_new_tokens=max_new_tokens[task], progress=progress)
-            suffix = f" ({label})" if label else ""
-            for col, value in summary.items():
-                row[f"{task}:{col}{suffix}"] = value
-            details[task + suffix] = per_example
+    for name, (task, examples) in sets.items():
+        texts = generations[generations["set"] == name].set_index("uid")["prediction"].fillna("")
+        per_example = score(task, examples, [texts[e.uid] for e in examples])
+        for col, value in {**summarise(task, per_example), "chance": chance_accuracy(task, examples)}.items():
+            row[f"{name}:{col}"] = value
+        details[name] = per_example
     return row, details
