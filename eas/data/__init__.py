@@ -20,7 +20,7 @@ from ._common import FORMAT_VERSION, DatasetError, DatasetNotFound, Example, bui
 TASKS = ("scienceqa", "vqa", "classification")
 MODULES = {"scienceqa": scienceqa, "vqa": vqa, "classification": classification}
 
-__all__ = ["Example", "TASKS", "DatasetError", "DatasetNotFound", "build_task", "load_task", "default_sizes"]
+__all__ = ["Example", "TASKS", "FORMAT_VERSION", "DatasetError", "DatasetNotFound", "build_task", "load_task", "default_sizes"]
 
 
 def task_module(name: str):

@@ -14,7 +14,7 @@ from eas.io import atomic_path, write_json
 
 SPLITS = ("train", "val", "test")
 MARKER = ".eas_build.json"  # written last: its presence with matching params means "build complete"
-FORMAT_VERSION = 1  # bump when a generator changes, so old builds are redone
+FORMAT_VERSION = 2  # bump when a generator or a prompt changes: old builds and cached generations are redone
 
 
 @dataclass(frozen=True)

@@ -37,11 +37,12 @@ LAYOUT = (
 SPLIT_FILES = {"train": "train.json", "val": "validate.json", "test": "test.json"}
 REQUIRED_FIELDS = ("img_name", "question", "answer", "answer_type")
 DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 500}
-INSTRUCTION = "Reply with just one word or a short phrase."
+# Slake marks each question OPEN or CLOSED, so the prompt can say which kind of reply is expected.
+INSTRUCTION = {"open": "Reply with just one word or a short phrase.", "closed": "Answer yes or no."}
 
 
-def format_prompt(question: str) -> str:
-    return f"{question.strip()}\n{INSTRUCTION}"
+def format_prompt(question: str, answer_type: str = "open") -> str:
+    return f"{question.strip()}\n{INSTRUCTION[answer_type]}"
 
 
 def to_example(root: Path, index: int, item: dict, source: Path) -> Example:
@@ -59,7 +60,7 @@ def to_example(root: Path, index: int, item: dict, source: Path) -> Example:
     answer = str(item["answer"]).strip().lower()
     return Example(
         uid=str(item.get("qid", index)),
-        prompt=format_prompt(item["question"]),
+        prompt=format_prompt(item["question"], answer_type),
         target=answer,
         answer=answer,
         image=str(image.resolve()),
