@@ -66,9 +66,19 @@ class LayerParts:
         return self.attn.o_proj
 
 
+# Thin wrappers that only change a model's calling interface: look through them to the model inside.
+_WRAPPERS = {"CausalLMTarget": "model"}  # eas.measure.CausalLMTarget
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    while type(model).__name__ in _WRAPPERS:
+        model = getattr(model, _WRAPPERS[type(model).__name__])
+    return model
+
+
 def family(model: nn.Module) -> str:
     """The supported family name of `model`, or a clear error naming the supported ones."""
-    name = type(model).__name__
+    name = type(unwrap(model)).__name__
     if name not in _TEXT_MODEL_PATH:
         raise UnsupportedModelError(
             f"{name} is not a supported model family; expected one of {', '.join(SUPPORTED_FAMILIES)} "
@@ -79,8 +89,8 @@ def family(model: nn.Module) -> str:
 
 def text_model(model: nn.Module) -> nn.Module:
     """The decoder stack (a LlamaModel-like module with `.layers`, `.embed_tokens`, `.norm`)."""
-    module = model
-    for attr in _TEXT_MODEL_PATH[family(model)]:
+    module = unwrap(model)
+    for attr in _TEXT_MODEL_PATH[family(module)]:
         module = getattr(module, attr)
     return module
 
@@ -98,6 +108,7 @@ def text_config(model: nn.Module):
 
 
 def lm_head(model: nn.Module) -> nn.Linear:
+    model = unwrap(model)
     if family(model) == "MiniLlava":
         return model.language_model.lm_head
     if family(model) == "LlavaTarget":

@@ -5,11 +5,14 @@ throughput   training tokens/s and greedy decode ms/token of the embedded model
 core         on the embedded model, side by side in one interleaved run: base; skip-only (k MHAs
              removed, no PIA); EAS unmerged; EAS merged after prefill; for each k and batch size
              -> data/results/bench/core.csv
+latency      every method of Table 1 (base, LoRA, Adapter, MAM, DAS_k, skip-only, EAS_k unmerged / merged)
+             side by side at the profile's scales (eas.latency) -> data/results/bench/latency.csv + PNGs
 merge_scale  the per-prompt merge cost on a randomly initialised model with LLaVA-1.5-7B's layer
              shape (a few full-width layers, extrapolated per layer to 32; see `merge_cost_at_scale`)
              -> data/results/bench/merge_scale.csv
 
-Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
+`--suite core` runs throughput, core and merge_scale; `--suite latency` the latency suite; `--suite all`
+(default) both. Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
 last one (`timing_skip_set`). PIAs use the paper's LaVIN sizes unless the profile says otherwise.
 """
 
@@ -32,6 +35,7 @@ from .pia import PIAConfig, attach_pia
 from .profiles import PROFILES, BenchParams, notebook_params, profile_values
 from .skip import SkipSet, apply_skips
 
+SUITES = ("core", "latency", "all")
 CORE_COLUMNS = ["model", "method", "k", "batch", "prefill_ms", "decode_ms_per_token", "merge_ms", "kv_cache_mb"]
 
 
@@ -148,7 +152,7 @@ def table6_timing(model, batch, k: int, *, new_tokens: int, repeats: int, skip_h
 
 
 def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None = None, repeats: int = 3,
-                        seed: int = 0) -> pd.DataFrame:
+                        seed: int = 0, prompt: dict | None = None, **shape_overrides) -> pd.DataFrame:
     """Per-prompt merge cost vs prefill on LLaVA-1.5-7B's layer shape (d=4096, d_ff=11008).
 
     A 32-layer fp32 7B model does not fit this machine's memory, so `layers` full-width layers are
@@ -158,11 +162,11 @@ def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None 
     from .shapes import llava_prompt, random_llama
 
     config = config or PIAConfig.preset("llava")
-    model = random_llama("llava-1.5-7b", num_hidden_layers=layers, seed=seed)
+    model = random_llama("llava-1.5-7b", num_hidden_layers=layers, seed=seed, **shape_overrides)
     skipped = SkipSet(mha=tuple(range(layers - 1)))
     attach_pia(model, skipped, config)
     target = measure.CausalLMTarget(model)
-    batch = llava_prompt(model.config.vocab_size, batch=1)
+    batch = llava_prompt(model.config.vocab_size, batch=1, **(prompt or {}))
     t = reparam.time_merge(target, batch, repeats=repeats)
     n_skipped = len(skipped.mha)
     merge_per_layer = t["merge_ms"] / n_skipped
@@ -214,11 +218,37 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--out", default=None, help="output folder (default data/results/bench)")
+    parser.add_argument("--suite", default="all", choices=SUITES)
     args = parser.parse_args(argv)
-    p = notebook_params("bench", profile_values(args.profile, "bench"))
+    out = io.results_dir("bench") if args.out is None else Path(args.out)
+    if args.suite in ("core", "all"):
+        run_core_suite(args.profile, out)
+    if args.suite in ("latency", "all"):
+        run_latency_suite(args.profile, out)
+    return 0
+
+
+def run_latency_suite(profile: str, out: Path) -> pd.DataFrame:
+    from . import latency
+
+    p = notebook_params("latency", profile_values(profile, "latency"))
+    started = time.time()
+    frame = latency.run(p)
+    io.save_frame(out / "latency.csv", frame)
+    plots = latency.save_plots(frame, out)
+    cols = ["scale", "variant", "batch", "prefill_ms", "decode_ms_per_token", "ms_per_sample", "gflops_counted",
+            "delta_gflops", "kv_cache_mb", "ideal_speedup", "achieved_fraction"]
+    print(frame[cols].round(3).to_string(index=False))
+    io.write_json(out / "latency.json", {"params": asdict(p), "machine": machine(), "seconds": time.time() - started,
+                                         "plots": [x.name for x in plots]})
+    print(f"wrote {out / 'latency.csv'} in {time.time() - started:.0f} s")
+    return frame
+
+
+def run_core_suite(profile: str, out: Path) -> None:
+    p = notebook_params("bench", profile_values(profile, "bench"))
     if p.threads:
         torch.set_num_threads(p.threads)
-    out = io.results_dir("bench") if args.out is None else Path(args.out)
     started = time.time()
     throughput = run_throughput(p)
     io.save_frame(out / "throughput.csv", throughput)
@@ -232,7 +262,6 @@ def main(argv=None) -> int:
         print(scale.T.to_string(header=False))
     io.write_json(out / "core.json", {"params": asdict(p), "machine": machine(), "seconds": time.time() - started})
     print(f"wrote {out / 'core.csv'} in {time.time() - started:.0f} s")
-    return 0
 
 
 if __name__ == "__main__":

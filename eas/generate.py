@@ -106,8 +106,10 @@ def decode_texts(model, tokens: torch.Tensor) -> list[str]:
 
 
 def generate_texts(model, examples, *, batch_size: int = 8, max_new_tokens: int = 64,
-                   progress: bool = True, desc: str = "generate") -> list[str]:
-    """Greedy answers for a list of examples, in order, batched by similar prompt length."""
+                   progress: bool = True, desc: str = "generate", after_prefill: Callable | None = None) -> list[str]:
+    """Greedy answers for a list of examples, in order, batched by similar prompt length.
+
+    `after_prefill` is passed to `greedy_generate` (EAS: merge the PIAs after each batch's prefill)."""
     from tqdm import tqdm  # text bars: they also reach papermill's log and the book
 
     model.cache_features(examples, progress=progress) if hasattr(model, "cache_features") else None
@@ -117,7 +119,7 @@ def generate_texts(model, examples, *, batch_size: int = 8, max_new_tokens: int 
     for start in tqdm(range(0, len(order), batch_size), desc=desc, disable=not progress):
         idx = order[start : start + batch_size]
         batch = model.collate([examples[i] for i in idx])
-        gen = greedy_generate(model, batch, max_new_tokens)
+        gen = greedy_generate(model, batch, max_new_tokens, after_prefill=after_prefill)
         for i, text in zip(idx, decode_texts(model, gen.tokens)):
             texts[i] = text
     return texts

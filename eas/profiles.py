@@ -84,11 +84,57 @@ class ReparamParams:
     scale_layers: int = 2
 
 
-NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams}
+@dataclass(frozen=True)
+class LatencyParams:
+    """06_latency and `make bench --suite latency` (eas.latency): every method of Table 1 timed side by
+    side. `scales` maps a scale name ("tiny", "mini-llava", or an eas.shapes shape such as "llama-1b",
+    "llava-1.5-7b") to its own overrides of the settings below (keys: eas.latency.SCALE_KEYS)."""
+
+    profile: str = "cpu"
+    scales: dict = field(default_factory=lambda: {
+        "mini-llava": {},
+        "llama-1b": {"batches": [1], "ks": [8, 12], "das_ks": [4], "visual_tokens": 64, "text_tokens": 32,
+                     "new_tokens": 8, "repeats": 2},
+    })
+    methods: list = field(default_factory=lambda: ["base", "lora", "adapter", "mam", "das", "skip-only",
+                                                   "eas-unmerged", "eas-merged"])
+    ks: list = field(default_factory=lambda: [4, 8, 12])
+    das_ks: list = field(default_factory=lambda: [1, 2, 4])
+    batches: list = field(default_factory=lambda: [1, 4])
+    new_tokens: int = 16      # the fixed, timed output length (EOS ignored)
+    typical_tokens: int = 64  # the task's typical output length: time per sample is extrapolated to it
+    repeats: int = 3
+    warmup: int = 1
+    module_repeats: int = 3   # repeats of measure.module_times (the ideal speed-up's inputs)
+    threads: int = 0          # 0: leave torch's default
+    skip_hidden: int = 32
+    adapt_hidden: int = 8
+    merge_strategy: str = "per_example"
+    adapter_hidden: int = 128  # Adapter, MAM's parallel adapter, DAS's kept-block adapters (the paper's LLaVA sizes)
+    das_layer_hidden: int = 256
+    lora_r: int = 16
+    mam_prefix: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("ks", "das_ks", "batches"):
+            v = getattr(self, name)
+            if not v or any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in v):
+                raise ParameterError(f"parameter {name}={v!r}; expected a non-empty list of positive integers.")
+        if self.new_tokens < 2:
+            raise ParameterError(f"parameter new_tokens={self.new_tokens!r} must be >= 2 (one decode step at least).")
+        if not self.scales or any(not isinstance(v, (dict, type(None))) for v in self.scales.values()):
+            raise ParameterError(f"parameter scales={self.scales!r}; expected a non-empty mapping of scale name "
+                                 "to a dict of overrides.")
+
+
+NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams,
+                   "06_latency": LatencyParams, "latency": LatencyParams}
 
 _POSITIVE = {"align_captions", "align_steps", "n_eval", "eval_batch_size", "new_tokens", "repeats",
              "probe_examples", "probe_batch_size", "visual_grid", "check_k", "check_batch", "check_tokens",
-             "timing_batch", "skip_hidden", "adapt_hidden"}
+             "timing_batch", "skip_hidden", "adapt_hidden", "typical_tokens", "module_repeats", "adapter_hidden",
+             "das_layer_hidden", "lora_r"}
 
 
 def _check(name: str, value, expected) -> None:

@@ -32,3 +32,15 @@ def test_timing_skip_set_bounds():
     assert bench.timing_skip_set(30, 12).mha == tuple(range(17, 29))
     with pytest.raises(ValueError, match="k=29"):
         bench.timing_skip_set(30, 29)
+
+
+def test_merge_cost_at_scale_runs_on_a_shrunk_shape():
+    from eas.pia import PIAConfig
+
+    frame = bench.merge_cost_at_scale(2, config=PIAConfig(skip_hidden=4, adapt_hidden=2), repeats=1,
+                                      prompt={"visual_tokens": 8, "text_tokens": 4}, hidden_size=32,
+                                      intermediate_size=64, num_attention_heads=4, num_key_value_heads=4,
+                                      vocab_size=128)
+    row = frame.iloc[0]
+    assert row.layers_built == 2 and row.prompt_len == 12
+    assert row.merge_ms_measured > 0 and row.prefill_ms_measured > 0 and row.merge_over_prefill_full_model > 0

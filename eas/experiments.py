@@ -1,0 +1,545 @@
+"""One experiment = one tidy results row: data -> model -> skip set -> adapters -> fine-tuning -> greedy eval.
+
+    spec = ExperimentSpec(task="scienceqa", method="eas", kind="mha", k=12, selector="bandit")
+    row = run_experiment(spec)          # trains, evaluates, stores; a finished spec returns its row at once
+    table = results_table("table1")     # every finished row of a study, for the notebooks
+
+Methods and their selectors (`check_spec` says the same in its errors):
+    eas        skip k modules of `kind` (mha | ffn | mha_or_ffn) chosen by `selector`, PIAs fine-tuned
+    das        skip k whole layers (kind "layer"), DAS adapters fine-tuned
+    skip-only  skip k modules, no adapters, no training: what skipping alone costs (a control)
+    lora | adapter | mam | full   skip nothing (selector "none", k 0)
+
+The bandit selector (eas, das) trains a "supernet" first: adapters in every slot that any skip set can
+use, trained with random skip sets for `bandit_warmup_steps`, then with policy-sampled sets while the
+search compares m sub-networks on a held-out val batch every T steps (eas.bandit, run under eas.train,
+so it resumes). The chosen set's adapters then start from the supernet's weights (`warm_start`) and are
+fine-tuned for `steps`. Other selectors score the base model (or nothing) and go straight to fine-tuning.
+
+On disk, under data/results/runs/{spec.key()}/:
+    search/          the bandit's training run and bandit.jsonl (bandit selectors only)
+    selection.json   the chosen candidates and the selector's scores
+    train/           eas.train's run directory (checkpoints; done.json when finished)
+    generations.csv  one row per test example: raw reply, parsed answer, correct, meta
+    row.json         the results row; written last, so its presence means "finished"
+Every stage resumes: an interrupted run picks up at the last training checkpoint.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+import torch
+from torch import nn
+
+from . import arch, baselines, io, runs
+from . import train as trainlib
+from .bandit import BanditConfig, BanditSearch, candidate_skip_set, max_skippable
+from .evaluate import METRIC_COLUMNS, chance_accuracy, score, summarise
+from .generate import generate_texts
+from .pia import PIAConfig, SkipPIA
+from .pia.config import TABLE6_ROWS
+from .skip import SkipSet, apply_skips, eas_blocks
+
+TASKS = tuple(METRIC_COLUMNS)
+KINDS = ("mha", "ffn", "mha_or_ffn", "layer")
+SELECTORS = ("bandit", "random", "last", "attention_drop", "block_influence", "none")
+SKIPPING = ("eas", "das", "skip-only")
+NON_SKIPPING = ("lora", "adapter", "mam", "full")
+METHODS = SKIPPING + NON_SKIPPING
+
+# What each skipping method may skip, and how the skipped set may be chosen.
+ALLOWED_KINDS = {"eas": ("mha", "ffn", "mha_or_ffn"), "das": ("layer",), "skip-only": KINDS}
+ALLOWED_SELECTORS = {
+    "eas": ("bandit", "random", "last", "attention_drop", "block_influence"),
+    "das": ("bandit", "random", "last", "block_influence"),
+    "skip-only": ("random", "last", "attention_drop", "block_influence"),  # no adapters: nothing to search with
+}
+# Selectors that only score some kinds: attention drop measures a sub-block, block influence any
+# single-kind candidate (a layer, or one sub-block), never the mixed "mha_or_ffn" list.
+SELECTOR_KINDS = {"attention_drop": ("mha", "ffn"), "block_influence": ("mha", "ffn", "layer")}
+
+# Spec fields that change how a run is executed or labelled, not what it computes: not in the key.
+NOT_IN_KEY = ("study", "checkpoint_every")
+
+
+class ExperimentError(ValueError):
+    pass
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ExperimentError(f"unknown {name} {value!r}; expected one of {', '.join(map(repr, allowed))}.")
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Everything that determines one results row (JSON-serialisable; not hashable, use `key()`)."""
+
+    task: str = "scienceqa"
+    method: str = "eas"
+    kind: str | None = None  # None: "mha" for eas / skip-only, "layer" for das, nothing for the others
+    k: int = 0  # modules skipped
+    selector: str | None = None  # None: "bandit" for eas / das, "none" for methods that skip nothing
+    train_fraction: float = 0.2  # classification only: the AID "20%" / "50%" columns
+    # PIA options (eas): PIAConfig fields, plus "preset" ("llava" | "lavin") or "ablation" (a Table 6 row)
+    pia: dict = field(default_factory=dict)
+    method_options: dict = field(default_factory=dict)  # the baseline's config: LoRA r, adapter hidden, ...
+    # fine-tuning
+    steps: int = 100
+    batch_size: int = 8
+    lr: float = 1e-3
+    warmup_steps: int = 0  # learning-rate warm-up
+    grad_accum: int = 1
+    # bandit search (bandit selector only)
+    bandit_warmup_steps: int = 20  # supernet training with uniformly random skip sets
+    bandit_comparisons: int = 5
+    bandit_m: int = 3  # sub-networks per comparison
+    bandit_T: int = 10  # training steps between comparisons
+    bandit_lr: float = 20.0
+    heldout: int = 16  # val examples: the bandit's held-out batch / the similarity selectors' inputs
+    warm_start: bool = True  # fine-tune the chosen set from the supernet's adapters (else fresh ones)
+    # data and evaluation
+    sizes: dict = field(default_factory=dict)  # runs.prepare_task sizes (train/val/test or per_class)
+    n_train: int | None = None  # limit on training examples (None: the whole train split)
+    n_eval: int = 100
+    eval_batch_size: int = 8
+    max_new_tokens: int = 64
+    model: str = "mini-llava"  # "tiny" | "mini-llava" | a LLaVA-1.5 path / hub id
+    data_seed: int = 0
+    seed: int = 0
+    # labels / execution (not in the key)
+    study: str = "default"
+    checkpoint_every: int = 50
+
+    def __post_init__(self):
+        _one_of("task", self.task, TASKS)
+        _one_of("method", self.method, METHODS)
+        skipping = self.method in SKIPPING
+        if self.kind is None and skipping:
+            object.__setattr__(self, "kind", "layer" if self.method == "das" else "mha")
+        if self.selector is None:
+            object.__setattr__(self, "selector", "bandit" if self.method in ("eas", "das") else "none")
+        for name in ("pia", "method_options", "sizes"):
+            object.__setattr__(self, name, dict(getattr(self, name)))
+        check_spec(self)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ExperimentSpec":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ExperimentError(f"unknown ExperimentSpec field(s) {unknown}; known: {', '.join(sorted(known))}.")
+        return cls(**d)
+
+    def replace(self, **changes) -> "ExperimentSpec":
+        return ExperimentSpec.from_dict({**self.to_dict(), **changes})
+
+    def key(self) -> str:
+        return io.key_of({k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY})
+
+    def run_dir(self) -> Path:
+        return io.results_dir("runs", self.key())
+
+
+# ----------------------------------------------------------------------------- validation
+
+def _positive_int(name: str, value, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ExperimentError(f"{name} must be an integer >= {minimum}, got {value!r}.")
+
+
+def check_spec(spec: ExperimentSpec) -> None:
+    """Every error a spec can have without building the model (k's upper bound needs the layer count)."""
+    m = spec.method
+    if m in SKIPPING:
+        _one_of(f"candidate kind for method {m!r}", spec.kind, ALLOWED_KINDS[m])
+        _one_of(f"selector for method {m!r}", spec.selector, ALLOWED_SELECTORS[m])
+        if spec.selector in SELECTOR_KINDS and spec.kind not in SELECTOR_KINDS[spec.selector]:
+            raise ExperimentError(f"selector {spec.selector!r} cannot score kind {spec.kind!r}; "
+                                  f"it takes kind {' or '.join(map(repr, SELECTOR_KINDS[spec.selector]))}.")
+        _positive_int(f"k (modules skipped by {m!r})", spec.k)
+    else:
+        if spec.selector != "none" or spec.kind is not None or spec.k != 0:
+            raise ExperimentError(f"method {m!r} skips nothing: it takes selector 'none', kind None and k 0 "
+                                  f"(got selector={spec.selector!r}, kind={spec.kind!r}, k={spec.k!r}).")
+    if spec.pia and m != "eas":
+        raise ExperimentError(f"PIA options are for method 'eas', not {m!r}.")
+    if spec.method_options and m in ("eas", "skip-only"):
+        raise ExperimentError(f"method {m!r} takes no method_options (use `pia` for EAS's hidden sizes).")
+    if m == "eas":
+        pia_config(spec)  # raises PIAConfigError naming the bad option
+    elif m in baselines.METHODS:
+        opts = spec.method_options
+        if m == "das" and ("layers" in opts or "all_layers" in opts):
+            raise ExperimentError("DAS's layers are chosen by the selector: leave 'layers'/'all_layers' out.")
+        baselines.make_config(m, **opts)  # raises BaselineError naming the bad option
+    if spec.task == "classification" and spec.train_fraction not in runs.TRAIN_FRACTIONS.values():
+        raise ExperimentError(f"train_fraction {spec.train_fraction!r} is not one of the paper's "
+                              f"{sorted(runs.TRAIN_FRACTIONS.values())}.")
+    for name in ("steps", "batch_size", "grad_accum", "bandit_comparisons", "bandit_T", "heldout", "n_eval",
+                 "eval_batch_size", "max_new_tokens"):
+        _positive_int(name, getattr(spec, name))
+    _positive_int("warmup_steps", spec.warmup_steps, 0)
+    _positive_int("bandit_warmup_steps", spec.bandit_warmup_steps, 0)
+    _positive_int("bandit_m", spec.bandit_m, 2)
+    if spec.n_train is not None:
+        _positive_int("n_train", spec.n_train)
+    if not spec.lr > 0 or not spec.bandit_lr > 0:
+        raise ExperimentError(f"lr and bandit_lr must be positive, got {spec.lr!r}, {spec.bandit_lr!r}.")
+
+
+def check_k_for(spec: ExperimentSpec, n_layers: int) -> None:
+    """k's upper bound, once the model (and so its layer count) is known."""
+    if spec.method not in SKIPPING:
+        return
+    top = max_skippable(spec.kind, n_layers)
+    if spec.k > top:
+        raise ExperimentError(f"k={spec.k} is out of range for kind {spec.kind!r} on a {n_layers}-layer model: "
+                              f"allowed 1..{top} (at least one attention must stay).")
+
+
+def pia_config(spec: ExperimentSpec) -> PIAConfig:
+    """PIAConfig from spec.pia: a preset or a Table 6 row (if named), then the explicit options."""
+    opts = dict(spec.pia)
+    preset, row = opts.pop("preset", None), opts.pop("ablation", None)
+    if preset is not None and row is not None:
+        raise ExperimentError("give either pia['preset'] or pia['ablation'], not both.")
+    if preset is not None:
+        return PIAConfig.preset(preset, **opts)
+    if row is not None:
+        return PIAConfig.ablation(row, **opts)
+    return PIAConfig.from_dict(opts)
+
+
+# ----------------------------------------------------------------------------- data and model
+
+def load_data(spec: ExperimentSpec) -> dict[str, list]:
+    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed)
+    kw = {"train_fraction": spec.train_fraction}
+    return {"train": runs.load_split(spec.task, root, "train", limit=spec.n_train, **kw),
+            "val": runs.load_split(spec.task, root, "val", limit=spec.heldout, **kw),
+            "test": runs.load_split(spec.task, root, "test", limit=spec.n_eval, **kw)}
+
+
+def build_model(spec: ExperimentSpec, model_factory: Callable[[], nn.Module] | None = None,
+                progress: bool = True) -> nn.Module:
+    from .models import load_model
+
+    model = model_factory() if model_factory is not None else load_model(spec.model, seed=spec.seed,
+                                                                          progress=progress)
+    baselines.detach(model)  # frozen base, no skips
+    return model
+
+
+def _n_layers(model: nn.Module) -> int:
+    return len(eas_blocks(model))
+
+
+# ----------------------------------------------------------------------------- attaching methods
+
+def attach_eas(model: nn.Module, skips: SkipSet, config: PIAConfig) -> list[nn.Module]:
+    """baselines.attach "eas" for any skip set: EASConfig names skipped MHAs only, so skipped FFNs are
+    applied afterwards, and a layer that loses both sub-blocks drops its (then unused) skip PIA."""
+    both = set(skips.mha) & set(skips.ffn)
+    modules = baselines.attach(model, "eas", baselines.EASConfig(mha=tuple(skips.mha), pia=config))
+    apply_skips(model, skips)
+    state = baselines.attached(model)
+    for i in both:
+        blk = eas_blocks(model)[i]
+        state.modules.remove(blk.ffn_adapter)
+        blk.ffn_adapter = None
+    return [m for m in modules if m in state.modules]
+
+
+def attach_method(model: nn.Module, spec: ExperimentSpec, skips: SkipSet) -> None:
+    """The spec's method with its final skip set; seeded, so the adapters' initial weights are reproducible."""
+    torch.manual_seed(spec.seed)
+    if spec.method == "eas":
+        attach_eas(model, skips, pia_config(spec))
+    elif spec.method == "das":
+        baselines.attach(model, "das", layers=tuple(skips.layer), **spec.method_options)
+    elif spec.method == "skip-only":
+        baselines.detach(model)
+        apply_skips(model, skips)
+    else:
+        baselines.attach(model, spec.method, **spec.method_options)
+
+
+class WhenAttentionSkipped(nn.Module):
+    """A skip PIA for the EAS supernet: it acts only while its block's attention is skipped, as in the
+    final model (where kept layers have no skip PIA); otherwise it adds nothing and gets no gradient."""
+
+    def __init__(self, pia: SkipPIA, block: nn.Module):
+        super().__init__()
+        self.pia = pia
+        self._block = (block,)  # a tuple keeps the block out of this module's children (no cycle)
+
+    def forward(self, n: torch.Tensor) -> torch.Tensor:
+        return self.pia(n) if self._block[0].skip_attn else torch.zeros_like(n)
+
+
+def attach_supernet(model: nn.Module, spec: ExperimentSpec) -> None:
+    """Adapters in every slot any skip set of the search can use, all trainable."""
+    torch.manual_seed(spec.seed)
+    if spec.method == "das":
+        baselines.attach(model, "das", all_layers=True, **spec.method_options)
+        return
+    config = pia_config(spec)
+    attach_eas(model, SkipSet(), config)  # adaptation PIAs in front of every attention
+    state = baselines.attached(model)
+    d = arch.text_config(model).hidden_size
+    for blk in eas_blocks(model):
+        w = arch.layer_parts(blk.block).ffn_norm.weight
+        pia = SkipPIA(d, config, device=w.device, dtype=w.dtype)
+        blk.ffn_adapter = WhenAttentionSkipped(pia, blk)
+        state.modules.append(blk.ffn_adapter)
+        blk.ffn_adapter.requires_grad_(True)
+
+    def undo():  # detach_pia clears PIAs only, not their wrappers
+        for blk in eas_blocks(model):
+            if isinstance(blk.ffn_adapter, WhenAttentionSkipped):
+                blk.ffn_adapter = None
+
+    state.undo.append(undo)
+
+
+def _supernet_name(name: str) -> str:
+    return name.replace(".ffn_adapter.pia.", ".ffn_adapter.")
+
+
+@torch.no_grad()
+def copy_supernet_weights(supernet_state: dict[str, torch.Tensor], model: nn.Module) -> int:
+    """Start the chosen set's adapters from the supernet's trained ones (same slot, same layer)."""
+    by_name = {_supernet_name(k): v for k, v in supernet_state.items()}
+    own = trainlib.trainable_parameters(model)
+    missing = sorted(set(own) - set(by_name))
+    if missing:
+        raise ExperimentError(f"the supernet has no weights for {missing[:4]}{'...' if len(missing) > 4 else ''}")
+    for name, p in own.items():
+        p.copy_(by_name[name].to(p.device, p.dtype))
+    return len(own)
+
+
+# ----------------------------------------------------------------------------- selecting the skip set
+
+def train_config(spec: ExperimentSpec, steps: int) -> trainlib.TrainConfig:
+    return trainlib.TrainConfig(lr=spec.lr, steps=steps, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
+                                warmup_steps=min(spec.warmup_steps, steps - 1), seed=spec.seed,
+                                checkpoint_every=spec.checkpoint_every, log_every=10)
+
+
+def bandit_config(spec: ExperimentSpec) -> BanditConfig:
+    return BanditConfig(k=spec.k, m=spec.bandit_m, T=spec.bandit_T, lr=spec.bandit_lr,
+                        warmup_steps=spec.bandit_warmup_steps, kind=spec.kind, seed=spec.seed)
+
+
+def bandit_search(model: nn.Module, spec: ExperimentSpec, data: dict, run_dir: Path,
+                  progress: bool = True) -> tuple[list[int], dict, dict[str, torch.Tensor]]:
+    """Warm-up + search on the supernet (resumable); (chosen candidates, info, supernet weights)."""
+    attach_supernet(model, spec)
+    search = BanditSearch(bandit_config(spec), _n_layers(model), run_dir=run_dir,
+                          heldout_batch=model.collate(data["val"], with_target=True))
+    result = trainlib.train(model, data["train"], train_config(spec, search.search_steps(spec.bandit_comparisons)),
+                            run_dir=run_dir, skip_sampler=search.skip_sampler, on_step=search.on_step,
+                            stateful={"bandit": search}, progress=progress)
+    weights = {k: p.detach().clone() for k, p in trainlib.trainable_parameters(model).items()}
+    info = {"scores": search.s.tolist(), "comparisons": len(search.records), "search_steps": result.steps,
+            "search_train_wall_s": result.wall_time, "search_final_loss": result.losses[-1]}
+    baselines.detach(model)
+    return search.chosen(), info, weights
+
+
+def select_skips(model: nn.Module, spec: ExperimentSpec, data: dict, run_dir: Path,
+                 progress: bool = True) -> tuple[SkipSet, dict, dict | None]:
+    """The spec's skip set: (skip set, a JSON-able record of how it was chosen, supernet weights or None)."""
+    from . import selectors
+
+    n = _n_layers(model)
+    if spec.method not in SKIPPING:
+        return SkipSet(), {"selector": "none"}, None
+    weights = None
+    if spec.selector == "bandit":
+        chosen, info, weights = bandit_search(model, spec, data, run_dir / "search", progress)
+    else:
+        if spec.selector == "random":
+            sel = selectors.random_k(n, spec.k, seed=spec.seed, kind=spec.kind)
+        elif spec.selector == "last":
+            sel = selectors.last_k(n, spec.k, kind=spec.kind)
+        elif spec.selector == "attention_drop":
+            sel = selectors.attention_drop(model, data["val"], spec.kind, spec.k, batch_size=spec.eval_batch_size)
+        else:
+            sel = selectors.block_influence(model, data["val"], spec.kind, spec.k, batch_size=spec.eval_batch_size)
+        chosen, info = list(sel.chosen), {"scores": [None if math.isnan(s) else s for s in sel.scores]}
+    skips = candidate_skip_set(chosen, spec.kind, n)
+    return skips, {"selector": spec.selector, "kind": spec.kind, "chosen": sorted(chosen),
+                   "skip_set": skips.to_dict(), **info}, weights
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+def after_prefill_hook(model: nn.Module, spec: ExperimentSpec) -> Callable | None:
+    """EAS merges its PIAs after prefill when its config says reparam (Table 6's last row)."""
+    from .reparam import reparam_hook
+
+    return reparam_hook(model) if spec.method == "eas" else None
+
+
+def evaluate_model(model: nn.Module, spec: ExperimentSpec, examples: list,
+                   progress: bool = True) -> tuple[pd.DataFrame, dict, float]:
+    """(per-example table, metric columns + chance, eval wall time in seconds)."""
+    if spec.method == "lora":
+        baselines.merge_lora(model)  # LoRA's inference runs at base cost (Table 1 "+0.0G")
+    model.eval()
+    # Image features are loaded (or computed) before the clock starts: they are not decoding.
+    if hasattr(model, "cache_features"):
+        model.cache_features(examples, progress=progress)
+    t0 = time.perf_counter()
+    texts = generate_texts(model, examples, batch_size=spec.eval_batch_size, max_new_tokens=spec.max_new_tokens,
+                          after_prefill=after_prefill_hook(model, spec), progress=progress,
+                          desc=f"eval {spec.task} ({len(examples)})")
+    wall = time.perf_counter() - t0
+    per_example = score(spec.task, examples, texts)
+    metrics = {**summarise(spec.task, per_example), "chance": chance_accuracy(spec.task, examples)}
+    return per_example, metrics, wall
+
+
+# ----------------------------------------------------------------------------- the experiment
+
+ROW_FILE = "row.json"
+
+
+def _hidden_sizes(spec: ExperimentSpec, model: nn.Module) -> dict:
+    state = baselines.attached(model)
+    if spec.method == "eas":
+        cfg = pia_config(spec)
+        return {"skip_hidden": cfg.skip_hidden, "adapt_hidden": cfg.adapt_hidden}
+    if state is None:
+        return {}
+    return {k: v for k, v in state.config.to_dict().items() if k in ("r", "hidden", "layer_hidden", "kept_hidden")}
+
+
+def _pia_setting(spec: ExperimentSpec) -> str | None:
+    if spec.method != "eas":
+        return None
+    cfg = pia_config(spec).to_dict()
+    switches = ("info_exchange", "router", "frozen_bias", "reparam")
+    for name, row in TABLE6_ROWS.items():
+        if all(cfg[s] == row[s] for s in switches):
+            return name
+    return "custom"
+
+
+def _stored_row(run_dir: Path, study: str) -> dict | None:
+    path = run_dir / ROW_FILE
+    if not path.exists():
+        return None
+    row = json.loads(path.read_text())
+    if study not in row["studies"]:  # the same experiment serves several tables: label it, don't redo it
+        row["studies"] = row["studies"] + [study]
+        io.write_json(path, row)
+    return row
+
+
+def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Module] | None = None,
+                   progress: bool = True, on_step: Callable | None = None) -> dict:
+    """Run `spec` once (resuming an interrupted run) and return its results row; a finished spec returns
+    its stored row without building anything. `model_factory()` replaces models.load_model (tests);
+    `on_step(step, model, loss)` is passed to the fine-tuning's eas.train.train."""
+    run_dir = spec.run_dir()
+    row = _stored_row(run_dir, spec.study)
+    if row is not None:
+        return row
+    io.write_json(run_dir / "spec.json", spec.to_dict())
+
+    data = load_data(spec)
+    model = build_model(spec, model_factory, progress)
+    n_layers = _n_layers(model)
+    check_k_for(spec, n_layers)
+
+    t0 = time.perf_counter()
+    skips, selection, supernet = select_skips(model, spec, data, run_dir, progress)
+    # A bandit search's own clock sums its resumed pieces (and includes its comparisons).
+    search_wall = selection.get("search_train_wall_s", time.perf_counter() - t0)
+    io.write_json(run_dir / "selection.json", selection)
+
+    attach_method(model, spec, skips)
+    if supernet is not None and spec.warm_start:
+        copy_supernet_weights(supernet, model)
+    counts = baselines.count_parameters(model)
+
+    result = None
+    if spec.method != "skip-only":  # skip-only has nothing to train
+        result = trainlib.train(model, data["train"], train_config(spec, spec.steps), run_dir=run_dir / "train",
+                                on_step=on_step, progress=progress)
+
+    per_example, metrics, eval_wall = evaluate_model(model, spec, data["test"], progress)
+    io.save_frame(run_dir / "generations.csv", per_example)
+
+    row = {
+        "studies": [spec.study],
+        "task": spec.task,
+        "train_fraction": spec.train_fraction if spec.task == "classification" else None,
+        "method": spec.method,
+        "kind": spec.kind,
+        "k": spec.k,
+        "selector": spec.selector,
+        "skipped": json.dumps(skips.to_dict()),
+        "n_layers": n_layers,
+        "hidden": json.dumps(_hidden_sizes(spec, model)),
+        "pia_setting": _pia_setting(spec),
+        "reparam": after_prefill_hook(model, spec) is not None,
+        "updated_params_pct": counts["updated_percent"],
+        "trainable_params": counts["trainable"],
+        **{col: metrics.get(col, math.nan) for col in METRIC_COLUMNS[spec.task]},
+        "chance": metrics["chance"],
+        "n_train": len(data["train"]),
+        "n_eval": len(data["test"]),
+        "model": spec.model,
+        "seed": spec.seed,
+        "train_steps": result.steps if result else 0,
+        "final_train_loss": result.losses[-1] if result else None,
+        "search_comparisons": selection.get("comparisons"),
+        "search_wall_s": search_wall,
+        "train_wall_s": result.wall_time if result else 0.0,
+        "eval_wall_s": eval_wall,
+        # wall time of the whole greedy evaluation divided by its examples: a progress figure, not a
+        # benchmark (batched, variable output lengths, shared machine); eas.measure does the timing
+        "eval_wall_s_per_sample": eval_wall / max(1, len(data["test"])),
+        "key": spec.key(),
+        "spec": spec.to_json(),
+    }
+    io.write_json(run_dir / ROW_FILE, row)  # last: its presence marks the run finished
+    return row
+
+
+def run_all(specs, **kw) -> pd.DataFrame:
+    """Run (or fetch) each spec in turn; one row each."""
+    return pd.DataFrame([run_experiment(s, **kw) for s in specs])
+
+
+def results_table(study: str | None = None) -> pd.DataFrame:
+    """Every finished row (of `study`, if given), sorted by task, method, kind, k; no training happens."""
+    rows = []
+    for path in sorted(io.results_dir("runs").glob(f"*/{ROW_FILE}")):
+        row = json.loads(path.read_text())
+        if study is None or study in row["studies"]:
+            rows.append({**row, "studies": ",".join(row["studies"])})
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.sort_values(["task", "method", "kind", "k", "seed"], na_position="first",
+                             key=lambda c: c.astype(str)).reset_index(drop=True)

@@ -1,0 +1,513 @@
+"""The latency suite: every method of Table 1 timed side by side, at several model scales.
+
+One tidy table, one row per scale x method x k x batch (`LATENCY_COLUMNS`):
+
+    prefill | decode per token | total at the fixed output length | per sample at the task's typical length,
+    medians and IQRs from one interleaved `measure.compare` run (warm-up, rotated round-robin);
+    FLOPs per sample counted by torch.utils.flop_counter and predicted analytically, with the change
+    against the base model (Table 1's "+x G"); KV-cache bytes and CUDA peak memory; the ideal decode
+    speed-up from the measured time of the removed modules (`measure.module_times`, ablation) and
+    the fraction of it that the variant achieved.
+
+Variants (`variant_specs`): base; LoRA (merged and unloaded: plain Linear layers again); Adapter
+(sequential, unmerged); MAM (parallel adapter + prefix); DAS_k (k whole blocks replaced by adapters,
+adapters on the kept blocks); skip-only_k (k MHAs removed, nothing added); EAS_k unmerged and merged.
+Which k modules are skipped does not change the cost: all skipping methods use the k layers before
+the last (`bench.timing_skip_set`), so DAS_k and EAS_k differ only in what they remove and add.
+
+All variants live on ONE model that is reconfigured (attach / detach) right before each of its runs,
+outside the clocks: thirteen deep copies of a 7B model would not fit on one GPU. Added modules are
+freshly initialised each time; timing does not depend on their values. Untrained adapters have a
+zero up-projection, so the merged LoRA (B = 0) leaves the base weights bit-identical.
+
+Scales (`LatencyParams.scales`, chosen by the profile): "tiny" and "mini-llava" are the embedded
+MiniLlava models with real ScienceQA-format prompts; any other name is a randomly initialised LLaMA of
+an `eas.shapes` shape (the scale's "shape", default its name) with a LLaVA-style prompt of
+`visual_tokens` + `text_tokens` random ids. Per-scale settings override the global ones.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import arch, baselines, measure, reparam
+from .mini_llava import Batch
+from .pia import PIAConfig
+from .profiles import LatencyParams, ParameterError
+from .skip import SkipSet, apply_skips
+
+METHODS = ("base", "lora", "adapter", "mam", "das", "skip-only", "eas-unmerged", "eas-merged")
+SKIPPING = ("das", "skip-only", "eas-unmerged", "eas-merged")
+MINI_LLAVA_SCALES = ("tiny", "mini-llava")
+SCALE_KEYS = ("shape", "batches", "ks", "das_ks", "methods", "new_tokens", "repeats", "dtype", "device",
+              "visual_tokens", "text_tokens", "overrides")
+
+LATENCY_COLUMNS = [
+    "scale", "method", "k", "batch", "variant", "n_layers", "prompt_len", "new_tokens", "typical_tokens",
+    "prefill_ms", "prefill_ms_iqr", "merge_ms", "decode_ms_per_token", "decode_ms_per_token_iqr",
+    "total_ms", "total_ms_iqr", "ms_per_sample", "ms_per_sample_iqr", "task_ms_per_sample",
+    "speedup", "decode_speedup",
+    "gflops_counted", "gflops_analytic", "delta_gflops", "flops_rel_diff", "gflops_prefill", "gflops_decode",
+    "kv_cache_mb", "peak_mb",
+    "removed_ms", "ideal_speedup", "achieved_speedup", "achieved_fraction",
+    "mha_ms", "ffn_ms", "attention_share",
+    "repeats", "threads", "device", "dtype",
+]
+
+# Table 1 (LLaVA-7B, ScienceQA): FLOPs (G) and inference time per sample (s).
+PAPER_TABLE1 = {
+    ("base", 0): (5018.4, 2.19), ("lora", 0): (5018.4, 2.34), ("adapter", 0): (5041.6, 2.89),
+    ("mam", 0): (5041.6, 2.87), ("das", 4): (4475.0, 2.53), ("eas-merged", 8): (4616.3, 1.98),
+    ("eas-merged", 12): (4415.4, 1.82),
+}
+PAPER_LAYERS = 32  # LLaVA-7B's decoder depth: our k is the paper's k scaled by n_layers / 32
+LABELS = {"base": "Base", "lora": "LoRA", "adapter": "Adapter", "mam": "MAM", "das": "DAS",
+          "skip-only": "Skip-only", "eas-unmerged": "EAS (unmerged)", "eas-merged": "EAS"}
+
+
+# ----------------------------------------------------------------------------- variants
+
+@dataclass(frozen=True)
+class Spec:
+    """One timed configuration: a method, its number of skipped modules, and what it skips."""
+
+    method: str
+    k: int = 0
+    skips: SkipSet = SkipSet()
+
+    @property
+    def name(self) -> str:
+        return f"{self.method} k={self.k}" if self.k else self.method
+
+
+def variant_specs(n_layers: int, ks, das_ks, methods=METHODS) -> list[Spec]:
+    """Base first (the baseline), then each method; skipping methods once per k."""
+    from .bench import timing_skip_set
+
+    unknown = sorted(set(methods) - set(METHODS))
+    if unknown:
+        raise ParameterError(f"unknown latency methods {unknown}; expected a subset of {list(METHODS)}.")
+    specs = [Spec("base")]
+    for m in METHODS[1:]:
+        if m not in methods:
+            continue
+        if m not in SKIPPING:
+            specs.append(Spec(m))
+            continue
+        for k in (das_ks if m == "das" else ks):
+            positions = timing_skip_set(n_layers, k).mha
+            skips = SkipSet(layer=positions) if m == "das" else SkipSet(mha=positions)
+            specs.append(Spec(m, k, skips))
+    return specs
+
+
+def pia_config(p: LatencyParams) -> PIAConfig:
+    return PIAConfig(skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden, merge_strategy=p.merge_strategy)
+
+
+def reset(model) -> None:
+    """Back to the plain base model: no merge, no method, no skips, no stale merge plan."""
+    reparam.unmerge(model)
+    baselines.detach(model)
+    apply_skips(model, SkipSet())
+    model._eas_reparam_plan = None  # a new PIA may reuse a freed tensor's id: never match an old plan
+    text = arch.text_model(model)
+    if "peft_config" in text.__dict__:  # left by peft's inject; the next LoRA attach would warn about it
+        del text.__dict__["peft_config"]
+
+
+def configure(model, spec: Spec, p: LatencyParams):
+    """Put `spec`'s method on the (reset) model; returns the after_prefill hook (EAS merged) or None."""
+    reset(model)
+    m = spec.method
+    if m == "lora":
+        baselines.attach_lora(model, baselines.LoRAConfig(r=p.lora_r))
+        baselines.merge_lora(model, unload=True)  # merged: exactly the base model's modules
+    elif m == "adapter":
+        baselines.attach_adapter(model, baselines.AdapterConfig(hidden=p.adapter_hidden))
+    elif m == "mam":
+        baselines.attach_mam(model, baselines.MAMConfig(hidden=p.adapter_hidden, prefix_len=p.mam_prefix))
+    elif m == "das":
+        baselines.attach_das(model, baselines.DASConfig(layers=spec.skips.layer, layer_hidden=p.das_layer_hidden,
+                                                        kept_hidden=p.adapter_hidden))
+    elif m == "skip-only":
+        apply_skips(model, spec.skips)
+    elif m in ("eas-unmerged", "eas-merged"):
+        baselines.attach_eas(model, baselines.EASConfig(mha=spec.skips.mha, pia=pia_config(p)))
+        if m == "eas-merged":
+            reparam.prepare_reparam(model)  # per task, after training: not part of a timed run
+            return reparam.merge_after_prefill
+    model.requires_grad_(False)
+    return None
+
+
+def factories(target, specs: list[Spec], p: LatencyParams) -> dict:
+    """`measure.compare` variants: each reconfigures the shared model before its run."""
+    model = measure.model_of(target)
+
+    def make(spec):
+        def variant():
+            return target, configure(model, spec, p)
+        return variant
+
+    return {s.name: make(s) for s in specs}
+
+
+# ----------------------------------------------------------------------------- analytic FLOPs
+
+def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int, batch: int, p: LatencyParams, *,
+                           visual_tokens: int = 0, vision_dim: int = 0) -> measure.FlopCount:
+    """`measure.analytic_flops` of the backbone with the variant's skips, plus what the method adds.
+
+    Added per token (2 FLOPs per weight of a matmul that runs on it): Adapter 2*(d h + h d) in every
+    block; MAM the same for its parallel adapter plus attention over its prefix (4 P d_attn per kept
+    attention); DAS 4 d h_layer per skipped block and 4 d h per kept one; EAS unmerged 2 d r + 2 * 2 r d
+    (down1, up1, up2) per skipped MHA and 4 d a per kept one, plus down2 and the router on the prompt
+    mean once per forward. EAS merged decodes with merged weights of the base's shapes: nothing added
+    in decode; its prefill is the unmerged one. The per-prompt merge (a few tiny products, an axpy that
+    the counter does not see) is left at 0."""
+    cfg = getattr(config, "text_config", None) or config
+    d, L = cfg.hidden_size, cfg.num_hidden_layers
+    hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
+    d_attn = cfg.num_attention_heads * hd
+    base = measure.analytic_flops(config, spec.skips, prompt_len, new_tokens, batch,
+                                  visual_tokens=visual_tokens, vision_dim=vision_dim)
+    m, k = spec.method, spec.k
+    per_token, per_call = 0, 0  # FLOPs per token position, per forward call and example
+    if m == "adapter":
+        per_token = L * 4 * d * p.adapter_hidden
+    elif m == "mam":
+        per_token = L * (4 * d * p.adapter_hidden + 4 * p.mam_prefix * d_attn)
+    elif m == "das":
+        per_token = k * 4 * d * p.das_layer_hidden + (L - k) * 4 * d * p.adapter_hidden
+    elif m in ("eas-unmerged", "eas-merged"):
+        r, a = p.skip_hidden, p.adapt_hidden
+        per_token = k * 6 * d * r + (L - k) * 4 * d * a
+        per_call = k * (2 * d * r + 2 * d * 2)  # down2 and the router on the (B, 1, d) prompt mean
+    T, steps = prompt_len, new_tokens - 1
+    pre = batch * (T * per_token + per_call)
+    dec = 0 if m == "eas-merged" else batch * steps * (per_token + per_call)
+    return measure.FlopCount(prefill=base.prefill + pre, merge=0, decode=base.decode + dec, batch_size=batch)
+
+
+# ----------------------------------------------------------------------------- scales
+
+def scale_settings(name: str, p: LatencyParams) -> dict:
+    """The global settings with the scale's overrides; device "auto" is cuda when there is one."""
+    own = dict(p.scales.get(name) or {})
+    bad = sorted(set(own) - set(SCALE_KEYS))
+    if bad:
+        raise ParameterError(f"scale {name!r} sets unknown keys {bad}; expected a subset of {list(SCALE_KEYS)}.")
+    s = {"shape": name, "batches": p.batches, "ks": p.ks, "das_ks": p.das_ks, "methods": p.methods,
+         "new_tokens": p.new_tokens, "repeats": p.repeats, "dtype": "float32", "device": "auto",
+         "visual_tokens": 576, "text_tokens": 60, "overrides": {}, **own}
+    if s["device"] == "auto":
+        s["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    if s["new_tokens"] < 2:
+        raise ParameterError(f"scale {name!r}: new_tokens={s['new_tokens']} must be >= 2 (one decode step at least).")
+    return s
+
+
+def _to(batch: Batch, device) -> Batch:
+    move = lambda t: None if t is None else t.to(device)  # noqa: E731
+    return Batch(move(batch.input_ids), move(batch.attention_mask), move(batch.prompt_mask),
+                 move(batch.image_features), move(batch.labels))
+
+
+def build_scale(name: str, s: dict, seed: int = 0):
+    """(target, {batch size: Batch on the target's device}, vision info for the analytic count)."""
+    dtype = getattr(torch, s["dtype"])
+    device = torch.device(s["device"])
+    if name in MINI_LLAVA_SCALES:
+        from .bench import prompt_batches, timing_model
+
+        model = timing_model(name, seed)
+        batches = prompt_batches(model, list(s["batches"]), seed)
+        model = model.to(device=device, dtype=dtype)
+        vision = {"visual_tokens": model.num_visual_tokens, "vision_dim": model.vision_dim}
+        return model, {b: _to(x, device) for b, x in batches.items()}, vision
+    from .shapes import llava_prompt, random_llama
+
+    model = random_llama(s["shape"], dtype, device, seed=seed, **s["overrides"])
+    batches = {b: llava_prompt(model.config.vocab_size, batch=b, visual_tokens=s["visual_tokens"],
+                               text_tokens=s["text_tokens"], seed=seed, device=device) for b in s["batches"]}
+    return measure.CausalLMTarget(model), batches, {"visual_tokens": 0, "vision_dim": 0}
+
+
+# ----------------------------------------------------------------------------- the suite
+
+def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list[dict]:
+    model = measure.model_of(target)
+    b, new_tokens = len(batch), s["new_tokens"]
+    reset(model)
+    times = measure.module_times(target, batch, new_tokens, repeats=p.module_repeats, warmup=p.warmup)
+    if progress:
+        print(f"latency[{scale}]: batch {b}, prompt {batch.input_ids.shape[1]}, {len(specs)} variants x "
+              f"{s['repeats']} interleaved repeats", flush=True)
+    df = measure.compare(factories(target, specs, p), batch, new_tokens, repeats=s["repeats"],
+                         baseline="base", warmup=p.warmup)
+    counted = {}
+    for spec in specs:  # FLOPs: one untimed, instrumented run per variant
+        counted[spec.name] = measure.counted_flops(target, batch, new_tokens, configure(model, spec, p))
+    reset(model)
+    config = arch.text_config(model)
+    T = batch.input_ids.shape[1]
+    base_g = counted["base"].gflops_per_sample
+    base_dec = float(df.loc["base", "decode_ms_per_token"])
+    mha, ffn = sum(times.mha_ms), sum(times.ffn_ms)
+    rows = []
+    for spec in specs:
+        r = df.loc[spec.name]
+        c = counted[spec.name]
+        a = analytic_variant_flops(config, spec, T, new_tokens, b, p, **(vision if batch.image_features is not None
+                                                                          else {}))
+        removed = times.removed_ms(spec.skips)
+        ideal = measure.ideal_speedup(base_dec, removed) if 0 < removed < base_dec else (
+            1.0 if removed == 0 else float("inf"))
+        task_ms = r.prefill_ms + r.merge_ms + r.decode_ms_per_token * (p.typical_tokens - 1)
+        rows.append({
+            "scale": scale, "method": spec.method, "k": spec.k, "batch": b, "variant": spec.name,
+            "n_layers": arch.num_layers(model), "prompt_len": T, "new_tokens": new_tokens,
+            "typical_tokens": p.typical_tokens,
+            "prefill_ms": r.prefill_ms, "prefill_ms_iqr": r.prefill_ms_iqr, "merge_ms": r.merge_ms,
+            "decode_ms_per_token": r.decode_ms_per_token, "decode_ms_per_token_iqr": r.decode_ms_per_token_iqr,
+            "total_ms": r.total_ms, "total_ms_iqr": r.total_ms_iqr,
+            "ms_per_sample": r.ms_per_sample, "ms_per_sample_iqr": r.total_ms_iqr / b,
+            "task_ms_per_sample": task_ms / b, "speedup": r.speedup, "decode_speedup": r.decode_speedup,
+            "gflops_counted": c.gflops_per_sample, "gflops_analytic": a.gflops_per_sample,
+            "delta_gflops": c.gflops_per_sample - base_g,
+            "flops_rel_diff": c.total / a.total - 1.0,
+            "gflops_prefill": c.prefill / b / 1e9, "gflops_decode": (c.merge + c.decode) / b / 1e9,
+            "kv_cache_mb": r.kv_cache_bytes / 2**20,
+            "peak_mb": None if pd.isna(r.peak_bytes) or r.peak_bytes is None else r.peak_bytes / 2**20,
+            "removed_ms": removed, "ideal_speedup": ideal, "achieved_speedup": base_dec / r.decode_ms_per_token,
+            "achieved_fraction": measure.achieved_fraction(base_dec, r.decode_ms_per_token, removed)
+            if removed > 0 else float("nan"),
+            "mha_ms": mha / len(times.mha_ms), "ffn_ms": ffn / len(times.ffn_ms),
+            "attention_share": mha / times.base_decode_ms,
+            "repeats": r.repeats, "threads": r.threads, "device": r.device, "dtype": s["dtype"],
+        })
+    return rows
+
+
+def run_scale(scale: str, p: LatencyParams, progress: bool = True) -> pd.DataFrame:
+    """Every variant of one scale, at each of its batch sizes (one interleaved run per batch size)."""
+    s = scale_settings(scale, p)
+    torch.manual_seed(p.seed)
+    target, batches, vision = build_scale(scale, s, p.seed)
+    specs = variant_specs(arch.num_layers(measure.model_of(target)), s["ks"], s["das_ks"], s["methods"])
+    rows = []
+    try:
+        for b in s["batches"]:
+            rows += _rows_for_batch(scale, s, target, batches[b], specs, p, vision, progress)
+    finally:
+        del target
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return pd.DataFrame(rows, columns=LATENCY_COLUMNS)
+
+
+def run(p: LatencyParams, progress: bool = True) -> pd.DataFrame:
+    """The whole suite: every scale the profile names, one after another (one model in memory at a time)."""
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    return pd.concat([run_scale(name, p, progress) for name in p.scales], ignore_index=True)
+
+
+def scale_params(p: LatencyParams, scale: str) -> dict:
+    """What one scale's rows depend on (a results-cache key): the scale's settings and the method sizes."""
+    s = scale_settings(scale, p)
+    keep = ("typical_tokens", "warmup", "module_repeats", "skip_hidden", "adapt_hidden", "merge_strategy",
+            "adapter_hidden", "das_layer_hidden", "lora_r", "mam_prefix", "seed")
+    return {"scale": scale, **s, **{k: getattr(p, k) for k in keep}, "threads": torch.get_num_threads()}
+
+
+# ----------------------------------------------------------------------------- views
+
+def _nearest(available, target: float) -> int | None:
+    available = sorted(set(int(k) for k in available))
+    if not available:
+        return None
+    return min(available, key=lambda k: (abs(k - target), -k))  # ties go to the larger k
+
+
+def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
+    """Table 1's FLOPs and time columns for one scale, in the paper's rows, beside the paper's values.
+
+    The paper's k (out of 32 layers) is mapped to the nearest k we ran at k * n_layers / 32."""
+    part = frame[(frame.scale == scale) & (frame.batch == batch)]
+    n = int(part.n_layers.iloc[0])
+    base = part[part.method == "base"].iloc[0]
+    rows = []
+    for (method, pk), (paper_g, paper_s) in PAPER_TABLE1.items():
+        cand = part[part.method == method]
+        if cand.empty:
+            continue
+        k = _nearest(cand.k, pk * n / PAPER_LAYERS) if pk else 0
+        r = cand[cand.k == k].iloc[0]
+        paper_label = LABELS[method] + (f"_{pk}" if pk else "")
+        rows.append({
+            "paper_row": paper_label if method != "base" else "LLaVA-7B",
+            "ours": LABELS[method] + (f"_{k}" if k else ""),
+            "gflops": r.gflops_counted, "flops_label": f"{r.gflops_counted:.2f}G ({r.delta_gflops:+.2f}G)",
+            "flops_vs_base": r.gflops_counted / base.gflops_counted,
+            "ms_per_sample": r.task_ms_per_sample, "time_vs_base": r.task_ms_per_sample / base.task_ms_per_sample,
+            "paper_flops_label": f"{paper_g:.1f}G ({paper_g - 5018.4:+.1f}G)",
+            "paper_flops_vs_base": paper_g / 5018.4,
+            "paper_s_per_sample": paper_s, "paper_time_vs_base": paper_s / 2.19,
+        })
+    return pd.DataFrame(rows).set_index("paper_row")
+
+
+def table1_verdict(t1: pd.DataFrame) -> str:
+    """A sentence on the paper's two timing claims, computed from `table1`'s rows."""
+    eas_rows = [i for i in t1.index if i.startswith("EAS")]
+    petl = [i for i in t1.index if i.startswith(("LoRA", "Adapter", "MAM", "DAS"))]
+    if not eas_rows or not petl:
+        return "Not enough methods ran to check Table 1's timing claim."
+    fastest_other = t1.loc[petl, "time_vs_base"].min()
+    eas_best = t1.loc[eas_rows, "time_vs_base"]
+    holds = bool((eas_best < fastest_other).all() and (eas_best < 1).all())
+    parts = [f"**Claim: EAS is faster than the base model and every PETL method** -- "
+             f"{'holds' if holds else 'does NOT hold'} here: "
+             + ", ".join(f"{t1.loc[i, 'ours']} {t1.loc[i, 'time_vs_base']:.2f}x of base" for i in eas_rows)
+             + f" vs the fastest other method at {fastest_other:.2f}x (paper: "
+             + ", ".join(f"{i} {t1.loc[i, 'paper_time_vs_base']:.2f}x" for i in eas_rows) + ")."]
+    if "Adapter" in t1.index:
+        a = t1.loc["Adapter"]
+        parts.append(
+            f" **Adapters cost more time than FLOPs:** Adapter adds {100 * (a.flops_vs_base - 1):+.2f}% FLOPs and "
+            f"{100 * (a.time_vs_base - 1):+.1f}% time here (paper: {100 * (a.paper_flops_vs_base - 1):+.2f}% FLOPs, "
+            f"{100 * (a.paper_time_vs_base - 1):+.1f}% time). A sequential adapter is a few small, dependent "
+            "matmuls per block: their cost is launch / dispatch overhead, not arithmetic, so its share of the "
+            "time grows where each op is cheap (a GPU at batch 1) and shrinks where the big matmuls dominate.")
+    das = [i for i in t1.index if i.startswith("DAS")]
+    if das:
+        d = t1.loc[das[0]]
+        parts.append(f" {d.ours} removes {100 * (1 - d.flops_vs_base):.1f}% of the FLOPs but runs at "
+                     f"{d.time_vs_base:.2f}x of base (paper {d.paper_time_vs_base:.2f}x): its adapters on every "
+                     "kept block give part of the saving back.")
+    return "".join(parts)
+
+
+def das_vs_eas(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
+    """Fig. 4's comparison: time per sample against the number of skipped modules, DAS vs EAS."""
+    part = frame[(frame.scale == scale) & (frame.batch == batch) & frame.method.isin(SKIPPING)]
+    base = frame[(frame.scale == scale) & (frame.batch == batch) & (frame.method == "base")].iloc[0]
+    out = part.pivot_table(index="k", columns="method", values="task_ms_per_sample")
+    return out.assign(base=base.task_ms_per_sample)
+
+
+def das_vs_eas_verdict(fig4: pd.DataFrame) -> str:
+    if not {"das", "eas-merged"} <= set(fig4.columns):
+        return "DAS or EAS (merged) did not run: no Fig. 4 comparison."
+    common = fig4[["das", "eas-merged"]].dropna()
+    if common.empty:
+        return "DAS and EAS share no k here: no like-for-like Fig. 4 comparison."
+    faster = 100 * (common.das / common["eas-merged"] - 1)
+    holds = bool((faster > 0).all())
+    return (f"**Claim: at the same number of skipped modules EAS is faster than DAS (paper: by 44-52%)** -- "
+            f"{'holds' if holds else 'does NOT hold'} here: DAS takes "
+            + ", ".join(f"{v:+.1f}% (k={k})" for k, v in faster.items())
+            + " relative to EAS merged. DAS removes a whole block (MHA and FFN) per k, EAS only the MHA, so "
+            "on FLOPs DAS should win at equal k; the paper's gap comes from DAS's adapter branches, which "
+            "EAS folds into the weights after prefill.")
+
+
+def ideal_vs_achieved(frame: pd.DataFrame) -> pd.DataFrame:
+    part = frame[frame.method.isin(SKIPPING)]
+    return part[["scale", "batch", "method", "k", "removed_ms", "ideal_speedup", "achieved_speedup",
+                 "achieved_fraction"]].reset_index(drop=True)
+
+
+def attention_share(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per scale and batch: one MHA's and one FFN's decode time, the attention share, MHA / FFN."""
+    part = frame[frame.method == "base"]
+    out = part[["scale", "batch", "device", "mha_ms", "ffn_ms", "attention_share"]].copy()
+    out["mha_over_ffn"] = out.mha_ms / out.ffn_ms
+    return out.reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- plots
+
+def plot_methods(frame: pd.DataFrame, scale: str, batch: int = 1, ax=None):
+    """Fig. 1a's analog: time per sample of each method (bars), FLOPs change in the labels."""
+    import matplotlib.pyplot as plt
+
+    t1 = table1(frame, scale, batch)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.4))
+    colors = ["grey" if i == "LLaVA-7B" else "tab:green" if i.startswith("EAS") else "tab:blue" for i in t1.index]
+    ax.bar(t1.ours, t1.time_vs_base, color=colors)
+    ax.plot(t1.ours, t1.paper_time_vs_base, "k_", markersize=22, mew=2, label="paper (LLaVA-7B, GPU)")
+    ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+    ax.set(ylabel="time per sample / base", title=f"{scale}, batch {batch}: latency of PETL methods and EAS")
+    ax.legend(loc="upper right", fontsize=8)
+    return ax.figure
+
+
+def plot_das_vs_eas(frame: pd.DataFrame, scale: str, batch: int = 1, ax=None):
+    """Fig. 4's analog: time per sample as the number of skipped modules grows."""
+    import matplotlib.pyplot as plt
+
+    fig4 = das_vs_eas(frame, scale, batch)
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.4))
+    styles = {"das": "o-", "skip-only": "x:", "eas-unmerged": "s--", "eas-merged": "^-"}
+    for m, st in styles.items():
+        if m in fig4:
+            col = fig4[m].dropna()
+            ax.plot(col.index, col.values, st, label=LABELS[m])
+    ax.axhline(fig4.base.iloc[0], color="grey", ls=":", label="base")
+    ax.set(xlabel="skipped modules (k)", ylabel="ms per sample", title=f"{scale}, batch {batch}: DAS vs EAS")
+    ax.legend(fontsize=8)
+    return ax.figure
+
+
+def plot_ideal_vs_achieved(frame: pd.DataFrame, ax=None):
+    import matplotlib.pyplot as plt
+
+    part = ideal_vs_achieved(frame)
+    part = part[np.isfinite(part.ideal_speedup)]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.6, 4))
+    for (scale, method), g in part.groupby(["scale", "method"]):
+        ax.scatter(g.ideal_speedup, g.achieved_speedup, label=f"{scale} {LABELS[method]}", s=18)
+    if len(part):
+        lo = min(part.ideal_speedup.min(), part.achieved_speedup.min(), 1.0)
+        hi = max(part.ideal_speedup.max(), part.achieved_speedup.max(), 1.0)
+        ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls=":")
+    ax.set(xlabel="ideal decode speed-up", ylabel="achieved decode speed-up", title="ideal vs achieved")
+    ax.legend(fontsize=7)
+    return ax.figure
+
+
+def save_plots(frame: pd.DataFrame, out_dir) -> list:
+    """The three figures for every scale at its smallest batch, as PNGs next to the CSV."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from pathlib import Path
+
+    out_dir = Path(out_dir)
+    paths = []
+    for scale in frame.scale.unique():
+        b = int(frame[frame.scale == scale].batch.min())
+        for name, fn in (("methods", plot_methods), ("das_vs_eas", plot_das_vs_eas)):
+            fig = fn(frame, scale, b)
+            fig.tight_layout()
+            paths.append(out_dir / f"latency_{name}_{scale}.png")
+            fig.savefig(paths[-1], dpi=110)
+            plt.close(fig)
+    fig = plot_ideal_vs_achieved(frame)
+    fig.tight_layout()
+    paths.append(out_dir / "latency_ideal_vs_achieved.png")
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths
+

@@ -1,0 +1,203 @@
+"""eas.experiments on the tiny random mini-LLaVA and a couple of dozen generated examples: complete rows,
+stored rows never recomputed, resume after an interruption, baselines, determinism, clear spec errors."""
+
+import json
+import math
+import os
+import shutil
+
+import pytest
+import torch
+
+from eas import experiments, io
+from eas.evaluate import METRIC_COLUMNS
+from eas.experiments import ExperimentError, ExperimentSpec, results_table, run_experiment
+from eas.skip import SkipSet
+
+TINY = dict(task="scienceqa", model="tiny", sizes={"train": 24, "val": 8, "test": 8}, n_eval=8, heldout=8,
+            steps=4, batch_size=4, lr=1e-2, max_new_tokens=6, eval_batch_size=8, checkpoint_every=2,
+            bandit_warmup_steps=2, bandit_comparisons=2, bandit_T=2, bandit_m=2)
+EAS = dict(method="eas", kind="mha", k=2, selector="bandit", pia={"skip_hidden": 8, "adapt_hidden": 4})
+
+
+def spec(**kw) -> ExperimentSpec:
+    return ExperimentSpec(**{**TINY, **kw})
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """One data root for the module: datasets are built (and image features cached) once; the tokenizer
+    and vision features come from the repository's cache unless EAS_CACHE already points elsewhere."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EAS_DATA", str(tmp_path_factory.mktemp("eas-data")))
+        if "EAS_CACHE" not in os.environ:
+            mp.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
+        yield io.data_root()
+
+
+@pytest.fixture()
+def factory(data_root, tokenizer):
+    from eas.mini_llava import MiniLlava, tiny_language_model
+
+    def make():
+        torch.manual_seed(0)
+        return MiniLlava(tiny_language_model(seed=0, layers=4), tokenizer, visual_grid=2).eval()
+
+    return make
+
+
+def metrics_of(row: dict) -> dict:
+    return {c: row[c] for c in METRIC_COLUMNS[row["task"]]}
+
+
+def assert_complete(row: dict, s: ExperimentSpec) -> None:
+    for col in METRIC_COLUMNS[s.task]:
+        assert 0.0 <= row[col] <= 100.0 or math.isnan(row[col]), col
+    assert row["key"] == s.key() and ExperimentSpec.from_dict(json.loads(row["spec"])) == s
+    assert row["n_eval"] == s.n_eval and row["eval_wall_s_per_sample"] > 0
+    run_dir = s.run_dir()
+    assert (run_dir / "row.json").exists() and (run_dir / "selection.json").exists()
+    with open(run_dir / "generations.csv") as f:
+        assert len(f.read().strip().splitlines()) >= s.n_eval + 1
+
+
+# ----------------------------------------------------------------------------- EAS with the bandit
+
+def test_eas_bandit_row_then_stored_row(factory, monkeypatch):
+    s = spec(**EAS, study="t-eas")
+    row = run_experiment(s, model_factory=factory, progress=False)
+    assert_complete(row, s)
+    skipped = json.loads(row["skipped"])
+    assert len(skipped["mha"]) == 2 and skipped["ffn"] == [] and row["reparam"] and row["pia_setting"] == "reparam"
+    assert row["train_steps"] == 4 and math.isfinite(row["final_train_loss"]) and 0 < row["updated_params_pct"] < 5
+    assert row["search_comparisons"] == 2
+    log = (s.run_dir() / "search" / "bandit.jsonl").read_text().splitlines()
+    assert len(log) == 1 + 2  # header + one record per comparison, on the held-out batch
+
+    # A finished spec is answered from disk: nothing is loaded, built or trained.
+    def forbidden(*a, **k):
+        raise AssertionError("a finished experiment was recomputed")
+
+    for name in ("load_data", "build_model"):
+        monkeypatch.setattr(experiments, name, forbidden)
+    monkeypatch.setattr(experiments.trainlib, "train", forbidden)
+    again = run_experiment(s.replace(study="t-other"), model_factory=factory, progress=False)
+    assert {k: v for k, v in again.items() if k != "studies"} == {k: v for k, v in row.items() if k != "studies"}
+    assert again["studies"] == ["t-eas", "t-other"]  # one run serves several tables
+    table = results_table("t-other")
+    assert list(table["key"]) == [s.key()] and set(METRIC_COLUMNS["scienceqa"]) <= set(table.columns)
+
+
+def test_interrupted_run_resumes_to_the_same_row(factory):
+    s = spec(**EAS, seed=1)
+    whole = run_experiment(s, model_factory=factory, progress=False)
+    shutil.rmtree(s.run_dir())
+
+    def cut(step, model, loss):
+        if step == 3:  # after the checkpoint at step 2
+            raise RuntimeError("cut")
+
+    with pytest.raises(RuntimeError, match="cut"):
+        run_experiment(s, model_factory=factory, progress=False, on_step=cut)
+    assert not (s.run_dir() / "row.json").exists() and (s.run_dir() / "train" / "checkpoint.json").exists()
+    resumed = run_experiment(s, model_factory=factory, progress=False)
+    done = json.loads((s.run_dir() / "train" / "done.json").read_text())
+    assert done["result"]["resumed_from"] == 2
+    assert metrics_of(resumed) == metrics_of(whole) and resumed["skipped"] == whole["skipped"]
+    assert resumed["final_train_loss"] == whole["final_train_loss"]
+
+
+# ----------------------------------------------------------------------------- other methods and selectors
+
+@pytest.mark.parametrize("kw", [
+    dict(method="lora", method_options={"r": 2}),
+    dict(method="adapter", method_options={"hidden": 4}),
+    dict(method="das", k=1, method_options={"layer_hidden": 8, "kept_hidden": 4}),
+    dict(method="skip-only", kind="mha", k=1, selector="last"),
+    dict(method="eas", kind="ffn", k=1, selector="attention_drop", pia={"skip_hidden": 8, "adapt_hidden": 4}),
+    dict(task="classification", sizes={"per_class": 6}, train_fraction=0.5, method="eas", k=1,
+         selector="block_influence", pia={"ablation": "frozen_bias", "skip_hidden": 8, "adapt_hidden": 4}),
+], ids=["lora", "adapter", "das-bandit", "skip-only", "eas-attention-drop-ffn", "classification-eas-no-reparam"])
+def test_method_rows(factory, kw):
+    s = spec(**kw)
+    row = run_experiment(s, model_factory=factory, progress=False)
+    assert_complete(row, s)
+    skipped = json.loads(row["skipped"])
+    if s.method == "das":
+        assert len(skipped["layer"]) == 1 and row["search_comparisons"] == 2
+    if s.method == "skip-only":
+        assert skipped["mha"] == [3] and row["train_steps"] == 0 and row["updated_params_pct"] == 0
+    else:
+        assert row["train_steps"] == 4 and row["updated_params_pct"] > 0
+    if s.task == "classification":
+        assert row["train_fraction"] == 0.5 and not row["reparam"] and row["pia_setting"] == "frozen_bias"
+    if s.method in ("lora", "adapter"):
+        assert skipped == {"mha": [], "ffn": [], "layer": []} and row["selector"] == "none"
+
+
+def test_same_seed_same_metrics(factory):
+    s = spec(method="lora", method_options={"r": 2}, seed=3)
+    first = run_experiment(s, model_factory=factory, progress=False)
+    shutil.rmtree(s.run_dir())
+    second = run_experiment(s, model_factory=factory, progress=False)
+    assert metrics_of(first) == metrics_of(second) and first["final_train_loss"] == second["final_train_loss"]
+
+
+def test_supernet_weights_start_the_chosen_set(tokenizer):
+    from eas import baselines
+    from eas.mini_llava import MiniLlava, tiny_language_model
+
+    model = MiniLlava(tiny_language_model(seed=0, layers=4), tokenizer, visual_grid=2).eval()
+    s = spec(**EAS)
+    experiments.attach_supernet(model, s)
+    with torch.no_grad():
+        for p in experiments.trainlib.trainable_parameters(model).values():
+            p.normal_()
+    weights = {k: p.detach().clone() for k, p in experiments.trainlib.trainable_parameters(model).items()}
+    baselines.detach(model)
+    assert all(b.ffn_adapter is None and b.attn_adapter is None for b in experiments.eas_blocks(model))
+    experiments.attach_method(model, s, SkipSet(mha=(1, 2)))
+    assert experiments.copy_supernet_weights(weights, model) > 0
+    for name, p in experiments.trainlib.trainable_parameters(model).items():
+        assert torch.equal(p, weights[name.replace(".ffn_adapter.", ".ffn_adapter.pia.")]
+                           if ".ffn_adapter." in name else weights[name])
+
+
+# ----------------------------------------------------------------------------- errors
+
+@pytest.mark.parametrize("kw, match", [
+    (dict(method="eas", kind="layer", k=2), r"candidate kind for method 'eas'.*'layer'.*'mha', 'ffn', 'mha_or_ffn'"),
+    (dict(method="eas", kind="mha", k=0), r"k \(modules skipped by 'eas'\) must be an integer >= 1, got 0"),
+    (dict(method="eas", kind="mha_or_ffn", k=2, selector="attention_drop"), r"'attention_drop' cannot score kind"),
+    (dict(method="das", kind="layer", k=1, selector="attention_drop"), r"selector for method 'das'"),
+    (dict(method="lora", k=2), r"method 'lora' skips nothing"),
+    (dict(method="lora", selector="bandit"), r"method 'lora' skips nothing"),
+    (dict(method="skip-only", kind="mha", k=1, selector="bandit"), r"selector for method 'skip-only'"),
+    (dict(method="sparse"), r"unknown method 'sparse'; expected one of 'eas'"),
+    (dict(task="coco"), r"unknown task 'coco'"),
+    (dict(method="eas", k=1, selector="best"), r"unknown selector .*'best'"),
+    (dict(method="eas", k=1, pia={"hidden": 8}), r"unknown PIA option"),
+    (dict(method="lora", method_options={"rank": 8}), r"unknown LoRAConfig option"),
+    (dict(task="classification", method="lora", train_fraction=0.3), r"train_fraction 0.3"),
+])
+def test_bad_specs_say_what_is_allowed(kw, match):
+    with pytest.raises(ValueError, match=match):
+        spec(**kw)
+
+
+def test_attention_drop_on_ffn_is_a_valid_spec():
+    assert spec(method="eas", kind="ffn", k=2, selector="attention_drop").selector == "attention_drop"
+
+
+def test_k_beyond_the_model_is_refused_before_training(factory, monkeypatch):
+    monkeypatch.setattr(experiments.trainlib, "train", lambda *a, **k: pytest.fail("trained"))
+    with pytest.raises(ExperimentError, match=r"k=4 is out of range for kind 'mha' on a 4-layer model: allowed 1..3"):
+        run_experiment(spec(**{**EAS, "k": 4}), model_factory=factory, progress=False)
+
+
+def test_key_ignores_labels_and_defaults_resolve():
+    assert spec(**EAS, study="a").key() == spec(**EAS, study="b", checkpoint_every=7).key()
+    assert spec(**EAS).key() != spec(**EAS, seed=1).key()
+    assert spec(method="eas", k=2).kind == "mha" and spec(method="eas", k=2).selector == "bandit"
+    assert spec(method="das", k=1).kind == "layer" and spec(method="lora").selector == "none"
+    json.dumps(spec(**EAS).to_dict())

@@ -1,0 +1,136 @@
+"""The latency suite runs under the smoke profile and writes what it promises; its pure parts are right.
+A benchmark, not a test of speed: nothing here asserts on a measured time."""
+
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from eas import bench, latency, measure
+from eas.generate import greedy_generate
+from eas.profiles import LatencyParams, ParameterError, notebook_params, profile_values
+from eas.shapes import llava_prompt, random_llama
+from eas.skip import SkipSet
+
+TOY = {"num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
+       "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256}
+
+
+def toy_params(**changes) -> LatencyParams:
+    p = notebook_params("latency", profile_values("smoke", "latency"))
+    return dataclasses.replace(p, **changes)
+
+
+def test_latency_suite_smoke(tmp_path, monkeypatch):
+    from eas import io
+
+    monkeypatch.setenv("EAS_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
+    out = tmp_path / "bench"
+    assert bench.main(["--profile", "smoke", "--suite", "latency", "--out", str(out)]) == 0
+    assert not (out / "core.csv").exists()  # --suite latency runs the latency suite only
+    df = pd.read_csv(out / "latency.csv")
+    assert list(df.columns) == latency.LATENCY_COLUMNS
+    # base, lora, adapter, mam, das x2, (skip-only, eas-unmerged, eas-merged) x2 -- at batch 1 and 2
+    assert len(df) == 2 * (4 + 2 + 3 * 2)
+    assert (df.prefill_ms > 0).all() and (df.decode_ms_per_token > 0).all() and df.peak_mb.isna().all()
+    for png in ("latency_methods_tiny.png", "latency_das_vs_eas_tiny.png", "latency_ideal_vs_achieved.png"):
+        assert (out / png).stat().st_size > 0
+    # FLOPs: the counter agrees with the analytic count (merged EAS: up to its tiny merge products)
+    exact = df[df.method != "eas-merged"]
+    assert exact.flops_rel_diff.abs().max() < 1e-9
+    assert df[df.method == "eas-merged"].flops_rel_diff.abs().max() < 0.01
+    b1 = df[df.batch == 1].set_index("variant")
+    assert b1.loc["base", "delta_gflops"] == 0 and b1.loc["lora", "delta_gflops"] == 0
+    assert b1.loc["adapter", "delta_gflops"] > 0 and b1.loc["mam", "delta_gflops"] > 0
+    assert b1.loc["das k=2", "delta_gflops"] < b1.loc["eas-merged k=2", "delta_gflops"] < 0
+    # KV cache: proportional to the kept attentions; MAM's prefix adds to it
+    assert b1.loc["skip-only k=2", "kv_cache_mb"] / b1.loc["base", "kv_cache_mb"] == pytest.approx(2 / 4)
+    assert b1.loc["mam", "kv_cache_mb"] > b1.loc["base", "kv_cache_mb"]
+    assert (b1.loc[["base", "lora", "adapter", "mam"], "ideal_speedup"] == 1).all()
+
+
+def test_random_llama_scale_runs_and_counts_flops():
+    p = toy_params(scales={"toy": {"shape": "llama-1b", "overrides": TOY, "visual_tokens": 6, "text_tokens": 4,
+                                   "batches": [2]}})
+    df = latency.run_scale("toy", p, progress=False)
+    assert len(df) == 12 and set(df.batch) == {2} and (df.prompt_len == 10).all()
+    assert df[df.method != "eas-merged"].flops_rel_diff.abs().max() < 1e-9
+
+
+def test_variant_specs():
+    specs = latency.variant_specs(8, [2, 4], [1])
+    names = [s.name for s in specs]
+    assert names[0] == "base" and names[1:4] == ["lora", "adapter", "mam"]
+    assert names.count("das k=1") == 1 and "eas-merged k=4" in names and len(specs) == 4 + 1 + 3 * 2
+    by = {s.name: s for s in specs}
+    assert by["das k=1"].skips == SkipSet(layer=(6,))
+    assert by["eas-unmerged k=2"].skips == SkipSet(mha=(5, 6)) == by["skip-only k=2"].skips
+    only = latency.variant_specs(8, [2], [1], methods=["eas-merged"])
+    assert [s.name for s in only] == ["base", "eas-merged k=2"]
+    with pytest.raises(ParameterError, match="unknown latency methods"):
+        latency.variant_specs(8, [2], [1], methods=["prompt-tuning"])
+
+
+def test_configure_then_reset_restores_the_model():
+    model = random_llama("llama-1b", **TOY)
+    target = measure.CausalLMTarget(model)
+    batch = llava_prompt(TOY["vocab_size"], batch=2, visual_tokens=6, text_tokens=4)
+    latency.reset(model)  # the skip wrappers (EASBlock) stay from here on; with no skips they are the base model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    reference = greedy_generate(target, batch, 4, ignore_eos=True).tokens
+    p = toy_params()
+    base_flops = measure.counted_flops(target, batch, 3).total
+    for spec in latency.variant_specs(4, [1, 2], [1, 2]):
+        hook = latency.configure(model, spec, p)
+        flops = measure.counted_flops(target, batch, 3, hook).total
+        if spec.method in ("adapter", "mam"):
+            assert flops > base_flops, spec.name  # the method really is attached
+        elif spec.k:
+            assert flops < base_flops, spec.name  # and really skips
+        latency.reset(model)
+        after = model.state_dict()
+        assert set(after) == set(before), spec.name
+        assert all(torch.equal(after[k], before[k]) for k in before), spec.name
+        assert torch.equal(greedy_generate(target, batch, 4, ignore_eos=True).tokens, reference), spec.name
+
+
+def test_analytic_flops_of_adapters():
+    from eas.shapes import shape_config
+
+    cfg = shape_config("llama-1b", **TOY)
+    p = toy_params(adapter_hidden=8)
+    base = latency.analytic_variant_flops(cfg, latency.Spec("base"), 10, 3, 1, p)
+    adapter = latency.analytic_variant_flops(cfg, latency.Spec("adapter"), 10, 3, 1, p)
+    # one adapter per block: 2 FLOPs x (d h + h d) per token, on 10 prompt + 2 decode tokens
+    assert adapter.total - base.total == 4 * 4 * 64 * 8 * (10 + 2)
+    eas = latency.Spec("eas-merged", 1, SkipSet(mha=(2,)))
+    merged = latency.analytic_variant_flops(cfg, eas, 10, 3, 1, p)
+    unmerged = latency.analytic_variant_flops(cfg, dataclasses.replace(eas, method="eas-unmerged"), 10, 3, 1, p)
+    assert merged.prefill == unmerged.prefill and merged.decode < unmerged.decode
+
+
+def test_ideal_and_achieved_arithmetic():
+    assert measure.ideal_speedup(10.0, 2.5) == pytest.approx(10 / 7.5)
+    assert measure.achieved_fraction(10.0, 8.0, 2.5) == pytest.approx(0.8)
+    times = measure.ModuleTimes([1.0] * 4, [0.5] * 4, 10.0, "ablation")
+    assert times.removed_ms(SkipSet(layer=(1, 2))) == pytest.approx(3.0)  # DAS: MHA and FFN per block
+    assert times.removed_ms(SkipSet(mha=(1, 2))) == pytest.approx(2.0)
+    assert times.ideal_speedup(SkipSet(mha=(1, 2))) == pytest.approx(10 / 8)
+
+
+def test_table1_maps_the_papers_k_by_depth():
+    assert latency._nearest([4, 8, 12], 8 * 30 / 32) == 8
+    assert latency._nearest([1, 2], 12 * 4 / 32) == 2  # 1.5: ties go to the larger k
+    assert latency._nearest([], 3) is None
+
+
+def test_bad_latency_parameters_are_named():
+    values = profile_values("smoke", "06_latency")
+    with pytest.raises(ParameterError, match="ks="):
+        notebook_params("06_latency", {**values, "ks": [0]})
+    with pytest.raises(ParameterError, match="new_tokens=1 must be >= 2"):
+        notebook_params("06_latency", {**values, "new_tokens": 1})
+    with pytest.raises(ParameterError, match="unknown keys"):
+        latency.scale_settings("tiny", toy_params(scales={"tiny": {"prompt": 3}}))
