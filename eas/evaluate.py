@@ -162,20 +162,30 @@ def summarise(task: str, per_example: pd.DataFrame) -> dict[str, float]:
     return summary
 
 
-def chance_accuracy(task: str, examples: list[Example]) -> float:
-    """Expected accuracy, in percent, of guessing uniformly among the possible answers of each item.
+def chance_odds(task: str, examples: list[Example]) -> list[float]:
+    """Each item's probability of being right by uniform guessing among its possible answers.
 
     scienceqa: 1 / number of options; vqa: 1/2 for closed items and 1 / (distinct open answers among
     `examples`) for open ones; classification: 1 / number of classes.
     """
     check_task(task)
-    if not examples:
-        return math.nan
     if task == "scienceqa":
-        odds = [1 / int(e.meta["n_choices"]) for e in examples]
-    elif task == "classification":
-        odds = [1 / len(e.meta["classes"]) for e in examples]
-    else:
-        open_answers = {normalise(e.answer) for e in examples if e.meta["answer_type"] == "open"}
-        odds = [0.5 if e.meta["answer_type"] == "closed" else 1 / len(open_answers) for e in examples]
-    return 100.0 * sum(odds) / len(odds)
+        return [1 / int(e.meta["n_choices"]) for e in examples]
+    if task == "classification":
+        return [1 / len(e.meta["classes"]) for e in examples]
+    open_answers = {normalise(e.answer) for e in examples if e.meta["answer_type"] == "open"}
+    return [0.5 if e.meta["answer_type"] == "closed" else 1 / len(open_answers) for e in examples]
+
+
+def chance_accuracy(task: str, examples: list[Example]) -> float:
+    """Expected accuracy, in percent, of guessing uniformly among the possible answers of each item."""
+    odds = chance_odds(task, examples) if examples else []
+    return 100.0 * sum(odds) / len(odds) if odds else math.nan
+
+
+def chance_z(task: str, examples: list[Example], correct) -> float:
+    """How many standard deviations the number of correct answers lies above uniform guessing
+    (normal approximation of the Poisson-binomial count): a z above 2 is unlikely to be luck."""
+    odds = chance_odds(task, examples)
+    variance = sum(p * (1 - p) for p in odds)
+    return (float(sum(bool(c) for c in correct)) - sum(odds)) / math.sqrt(variance) if variance else math.nan

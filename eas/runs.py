@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import io
 from .data import TASKS, Example, build_task, load_task
-from .evaluate import chance_accuracy, score, summarise
+from .evaluate import chance_accuracy, chance_z, score, summarise
 from .generate import generate_texts
 
 # The paper's classification columns: test accuracy after training on 20% / 50% of each class.
@@ -74,7 +74,9 @@ def score_sets(sets: dict[str, tuple[str, list[Example]]], generations: pd.DataF
     for name, (task, examples) in sets.items():
         texts = generations[generations["set"] == name].set_index("uid")["prediction"].fillna("")
         per_example = score(task, examples, [texts[e.uid] for e in examples])
-        for col, value in {**summarise(task, per_example), "chance": chance_accuracy(task, examples)}.items():
+        scores = {**summarise(task, per_example), "chance": chance_accuracy(task, examples),
+                  "chance_z": chance_z(task, examples, per_example["correct"])}
+        for col, value in scores.items():
             row[f"{name}:{col}"] = value
         details[name] = per_example
     return row, details
