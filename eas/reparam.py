@@ -75,9 +75,14 @@ def gate_up_bias(mlp: nn.Module, bp: torch.Tensor) -> torch.Tensor:
                       F.linear(bp, mlp.up_proj.weight, mlp.up_proj.bias)], dim=-1)
 
 
+def _wide(t: torch.Tensor) -> torch.Tensor:
+    """At least fp32 for the merge arithmetic (bf16/fp16 weights are upcast; fp64 stays fp64)."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 def low_rank_product(down: nn.Linear, up: nn.Linear, right: torch.Tensor) -> torch.Tensor:
-    """Wd1 @ (Wu @ right) in fp32, without ever forming the d x d matrix Wd1 @ Wu."""
-    return down.weight.T.float() @ (up.weight.T.float() @ right.float())
+    """Wd1 @ (Wu @ right) in at least fp32, without ever forming the d x d matrix Wd1 @ Wu."""
+    return _wide(down.weight.T) @ (_wide(up.weight.T) @ _wide(right))
 
 
 def _plan_key(model: nn.Module) -> tuple:
@@ -95,16 +100,16 @@ def ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
     G = gate_up_weight(mlp)
     a1 = low_rank_product(pia.down1, pia.up1, G)
     if pia.up2 is None:
-        return FFNPlan(base=(G.float() + a1).to(G.dtype), diff=None)
+        return FFNPlan(base=(_wide(G) + a1).to(G.dtype), diff=None)
     a2 = low_rank_product(pia.down1, pia.up2, G)
-    return FFNPlan(base=(G.float() + a2).to(G.dtype), diff=(a1 - a2).to(G.dtype))
+    return FFNPlan(base=(_wide(G) + a2).to(G.dtype), diff=(a1 - a2).to(G.dtype))
 
 
 def merged_linear(lin: nn.Linear, adapter) -> nn.Linear:
     """A new Linear computing lin(n + adapter(n)) for a single-path adaptation PIA; `lin` is untouched."""
     wd, wu, bp = adapter.linear_form()
-    weight = lin.weight.float() + (wd.float() @ (wu.float() @ lin.weight.T.float())).T
-    bias = F.linear(bp.float(), lin.weight.float(), None if lin.bias is None else lin.bias.float())
+    weight = _wide(lin.weight) + (_wide(wd) @ (_wide(wu) @ _wide(lin.weight.T))).T
+    bias = F.linear(_wide(bp), _wide(lin.weight), None if lin.bias is None else _wide(lin.bias))
     out = nn.Linear(lin.in_features, lin.out_features, bias=True, device=lin.weight.device, dtype=lin.weight.dtype)
     out.weight.data.copy_(weight)
     out.bias.data.copy_(bias)
