@@ -53,8 +53,11 @@ def prompt_batches(model, batches: list[int], seed: int) -> dict[int, object]:
     return {b: model.collate(examples[:b]) for b in batches}
 
 
-def core_variants(base, ks, config: PIAConfig):
-    """Variant factories for `measure.compare`: each returns (model, after_prefill hook)."""
+def core_variants(base, ks, config: PIAConfig, calibration=None):
+    """Variant factories for `measure.compare`: each returns (model, after_prefill hook).
+
+    With `calibration` (a batch of prompts), also EAS with a task-level static router
+    (`eas-merged-static`, beyond the paper): one merged weight for every prompt."""
     n = arch.num_layers(base)
     variants = {"base": lambda: (base, None)}
     for k in ks:
@@ -67,15 +70,22 @@ def core_variants(base, ks, config: PIAConfig):
         variants[f"skip-only k={k}"] = lambda m=skip_only: (m, None)
         variants[f"eas-unmerged k={k}"] = lambda m=eas: (m, None)
         variants[f"eas-merged k={k}"] = lambda m=eas: (m, reparam.merge_after_prefill)
+        if calibration is not None:
+            static = copy.deepcopy(base)
+            attach_pia(static, skips, config.replace(merge_strategy="static_router"))
+            reparam.calibrate_static_router(static, [calibration])
+            reparam.prepare_reparam(static)
+            variants[f"eas-merged-static k={k}"] = lambda m=static: (m, reparam.merge_after_prefill)
     return variants
 
 
 def run_core(p: BenchParams, progress: bool = True) -> pd.DataFrame:
     base = timing_model(p.model, p.seed)
     config = PIAConfig(skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden, merge_strategy=p.merge_strategy)
-    variants = core_variants(base, p.ks, config)
+    batches = prompt_batches(base, p.batches, p.seed)
+    variants = core_variants(base, p.ks, config, calibration=batches[max(batches)])
     rows = []
-    for b, batch in prompt_batches(base, p.batches, p.seed).items():
+    for b, batch in batches.items():
         if progress:
             print(f"core: batch {b}, prompt {batch.input_ids.shape[1]} tokens, {len(variants)} variants x "
                   f"{p.repeats} interleaved repeats", flush=True)

@@ -543,3 +543,56 @@ def results_table(study: str | None = None) -> pd.DataFrame:
         return frame
     return frame.sort_values(["task", "method", "kind", "k", "seed"], na_position="first",
                              key=lambda c: c.astype(str)).reset_index(drop=True)
+
+
+# ----------------------------------------------------------------------------- reading runs back (notebooks)
+
+# The one accuracy column per task that the paper's ablation tables report.
+HEADLINE = {"scienceqa": "Avg", "vqa": "Avg", "classification": "Acc"}
+
+
+def accuracy(row) -> float:
+    """The headline accuracy of a results row (a dict or a DataFrame row)."""
+    return float(row[HEADLINE[row["task"]]])
+
+
+def read_selection(spec: ExperimentSpec) -> dict:
+    """selection.json of a finished (or at least selected) run: chosen candidates and the selector's scores."""
+    path = spec.run_dir() / "selection.json"
+    if not path.exists():
+        raise ExperimentError(f"no selection stored for {spec.key()}: run the experiment first.")
+    return json.loads(path.read_text())
+
+
+def bandit_trajectory(spec: ExperimentSpec) -> pd.DataFrame:
+    """The bandit search of `spec` as a long table, from its bandit.jsonl: one row per (comparisons done,
+    candidate) with the preference s after that many comparisons (0: the all-zero start), the candidate's
+    module ("mha" / "ffn" / "layer") and layer, and the comparison's mean reward."""
+    from .bandit import LOG_NAME, _load_log
+
+    if spec.selector != "bandit":
+        raise ExperimentError(f"spec uses selector {spec.selector!r}: only 'bandit' runs have a search log.")
+    path = spec.run_dir() / "search" / LOG_NAME
+    lines = _load_log(path)
+    records = [r for r in lines if "comparison" in r]
+    if not records:
+        raise ExperimentError(f"no bandit comparisons logged in {path}: run the experiment first.")
+    n_layers = lines[0]["header"]["n_layers"] if "header" in lines[0] else None
+
+    def module(c: int) -> tuple[str, int]:
+        if spec.kind == "mha_or_ffn":
+            return ("mha", c) if c < n_layers else ("ffn", c - n_layers)
+        return spec.kind, c
+
+    points = [(0, None, records[0]["s_before"], math.nan)]
+    points += [(r["comparison"] + 1, r["step"], r["s_after"], r["mean_reward"]) for r in records]
+    return pd.DataFrame([{"comparisons": done, "step": step, "candidate": c, "module": module(c)[0],
+                          "layer": module(c)[1], "preference": s, "mean_reward": reward}
+                         for done, step, prefs, reward in points for c, s in enumerate(prefs)])
+
+
+def gap_se(acc_a: float, acc_b: float, n: int) -> float:
+    """Standard error (in points) of the difference of two accuracies (in %) each measured on n examples,
+    treating them as independent binomials: the yardstick for "within noise" in the notebooks' verdicts."""
+    pa, pb = acc_a / 100, acc_b / 100
+    return 100 * math.sqrt(max(pa * (1 - pa), 0.0) / n + max(pb * (1 - pb), 0.0) / n)

@@ -210,3 +210,127 @@ def profile_values(profile: str, notebook: str) -> dict:
 
 def as_dict(params) -> dict:
     return dataclasses.asdict(params)
+
+
+# ----------------------------------------------------------------------------- the fine-tuning chapters (02-04)
+
+@dataclass(frozen=True)
+class FineTuneParams:
+    """Shared by the chapters that fine-tune (02-04): every run is an eas.experiments.ExperimentSpec built by
+    `spec()` from these values, so identical settings give identical (cached) runs across chapters."""
+
+    profile: str = "cpu"
+    model: str = "mini-llava"
+    seed: int = 0
+    task: str = "vqa"
+    sizes: dict = field(default_factory=lambda: {"train": 2000, "val": 300, "test": 500})
+    selector: str = "bandit"
+    steps: int = 25              # fine-tuning steps of every run
+    batch_size: int = 8
+    lr: float = 0.003
+    skip_hidden: int = 32
+    adapt_hidden: int = 8
+    bandit_warmup_steps: int = 12  # supernet steps with random skip sets
+    bandit_comparisons: int = 4
+    bandit_m: int = 3
+    bandit_T: int = 4
+    bandit_lr: float = 20.0
+    heldout: int = 16
+    n_eval: int = 100
+    eval_batch_size: int = 8
+    answer_tokens: int = 12      # max new tokens while evaluating
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons", "bandit_m",
+                     "bandit_T", "heldout", "n_eval", "eval_batch_size", "answer_tokens"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ParameterError(f"parameter {name}={value!r} must be a positive integer.")
+        if not isinstance(self.sizes, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
+                                                   for v in self.sizes.values()):
+            raise ParameterError(f"parameter sizes={self.sizes!r}; expected a dict of positive split sizes.")
+        try:
+            self.spec()  # every other combination error, named by eas.experiments
+        except ValueError as err:
+            raise ParameterError(f"parameters give an invalid experiment: {err}") from None
+
+    def spec(self, **changes):
+        """The ExperimentSpec of one run of this chapter; `changes` are ExperimentSpec fields."""
+        from .experiments import ExperimentSpec
+
+        pia = {"skip_hidden": self.skip_hidden, "adapt_hidden": self.adapt_hidden, **changes.pop("pia", {})}
+        values = dict(task=self.task, method="eas", kind="mha", k=1, selector=self.selector, pia=pia,
+                      sizes=self.sizes, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                      bandit_warmup_steps=self.bandit_warmup_steps, bandit_comparisons=self.bandit_comparisons,
+                      bandit_m=self.bandit_m, bandit_T=self.bandit_T, bandit_lr=self.bandit_lr,
+                      heldout=self.heldout, n_eval=self.n_eval, eval_batch_size=self.eval_batch_size,
+                      max_new_tokens=self.answer_tokens, model=self.model, data_seed=self.seed, seed=self.seed)
+        return ExperimentSpec(**{**values, **changes})
+
+
+def _check_list(name: str, values, allowed=None) -> None:
+    if not isinstance(values, list) or not values:
+        raise ParameterError(f"parameter {name}={values!r}; expected a non-empty list.")
+    for v in values:
+        if allowed is None and (isinstance(v, bool) or not isinstance(v, int) or v <= 0):
+            raise ParameterError(f"parameter {name}={values!r}; expected positive integers.")
+        if allowed is not None and v not in allowed:
+            raise ParameterError(f"parameter {name} has {v!r}; expected values from {', '.join(map(str, allowed))}.")
+
+
+@dataclass(frozen=True)
+class RedundancyParams(FineTuneParams):
+    """02_redundancy: the bandit's search, and its chosen MHAs against simpler selectors, same fine-tuning."""
+
+    k: int = 12
+    selectors: list = field(default_factory=lambda: ["random", "last", "attention_drop", "block_influence",
+                                                     "bandit"])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_list("selectors", self.selectors, ("random", "last", "attention_drop", "block_influence", "bandit"))
+        if "bandit" not in self.selectors:
+            raise ParameterError("parameter selectors must include 'bandit' (the chapter is about its search).")
+        _check_list("k", [self.k])
+
+
+@dataclass(frozen=True)
+class SkipAblationParams(FineTuneParams):
+    """03_skip_ablation: skipping k MHAs, FFNs or either (Table 5, Fig. 1b)."""
+
+    kinds: list = field(default_factory=lambda: ["mha", "ffn", "mha_or_ffn"])
+    ks: list = field(default_factory=lambda: [4, 12])
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_list("kinds", self.kinds, ("mha", "ffn", "mha_or_ffn"))
+        _check_list("ks", self.ks)
+        for kind in self.kinds:
+            try:
+                self.spec(kind=kind, k=max(self.ks))
+            except ValueError as err:
+                raise ParameterError(f"parameters give an invalid experiment for kind {kind!r}: {err}") from None
+
+
+@dataclass(frozen=True)
+class PIAAblationParams(FineTuneParams):
+    """04_pia_ablation: PIA design switches (Table 6), skipped MHAs (Table 7), PIA hidden size (Table 8)."""
+
+    selector: str = "attention_drop"  # training-free: every run at one k skips the same MHAs
+    k: int = 12                       # Tables 6 and 8
+    table6_rows: list = field(default_factory=lambda: ["base", "info_exchange", "frozen_bias", "reparam"])
+    ks: list = field(default_factory=lambda: [4, 8, 12, 16])          # Table 7
+    hidden_sizes: list = field(default_factory=lambda: [8, 16, 32, 64])  # Table 8 (skip-replacing PIA)
+
+    def __post_init__(self):
+        super().__post_init__()
+        from .pia.config import TABLE6_ROWS
+
+        _check_list("table6_rows", self.table6_rows, tuple(TABLE6_ROWS))
+        _check_list("ks", self.ks)
+        _check_list("hidden_sizes", self.hidden_sizes)
+        _check_list("k", [self.k])
+
+
+NOTEBOOK_PARAMS.update({"02_redundancy": RedundancyParams, "03_skip_ablation": SkipAblationParams,
+                        "04_pia_ablation": PIAAblationParams})

@@ -44,8 +44,12 @@ from .pia.config import MERGE_STRATEGIES
 
 @dataclass
 class FFNPlan:
-    base: torch.Tensor  # (d, 2 d_ff): G + A2 (G + A1 without a router)
-    diff: torch.Tensor | None  # (d, 2 d_ff): A1 - A2, None without a router
+    base: torch.Tensor  # (d, 2 d_ff): G + A2 (G + A1 without a router); with a static router G + A(alpha)
+    diff: torch.Tensor | None  # (d, 2 d_ff): A1 - A2, None without a router or with a static one
+    # Static router only: the bias is h0 @ bias_map + bias_const with h0 = bd1 + down2(prompt mean),
+    # an O(r d_ff) product per prompt instead of touching the d x 2 d_ff weight.
+    bias_map: torch.Tensor | None = None    # (r, 2 d_ff) = Wu(alpha) @ G
+    bias_const: torch.Tensor | None = None  # (2 d_ff,) = bu(alpha) @ G (+ the MLP's own biases)
 
 
 @dataclass
@@ -96,7 +100,23 @@ def _plan_key(model: nn.Module) -> tuple:
     return tuple((id(t), t._version) for t in tensors)
 
 
+def static_ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
+    """One merged weight for every prompt: the router's weights are fixed per task."""
+    G = gate_up_weight(mlp)
+    a1, a2 = (_wide(a) for a in pia.static_alpha)
+    wu = a1 * _wide(pia.up1.weight.T) + a2 * _wide(pia.up2.weight.T)   # (r, d)
+    bu = a1 * _wide(pia.up1.bias) + a2 * _wide(pia.up2.bias)           # (d,)
+    bias_map = wu @ _wide(G)                                            # (r, 2 d_ff)
+    base = _wide(G) + _wide(pia.down1.weight.T) @ bias_map
+    own = torch.cat([b if b is not None else torch.zeros(lin.out_features, device=G.device, dtype=G.dtype)
+                     for lin in (mlp.gate_proj, mlp.up_proj) for b in [lin.bias]])
+    bias_const = bu @ _wide(G) + _wide(own)
+    return FFNPlan(base=base.to(G.dtype), diff=None, bias_map=bias_map.to(G.dtype), bias_const=bias_const.to(G.dtype))
+
+
 def ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
+    if getattr(pia, "static_alpha", None) is not None:
+        return static_ffn_plan(pia, mlp)
     G = gate_up_weight(mlp)
     a1 = low_rank_product(pia.down1, pia.up1, G)
     if pia.up2 is None:
@@ -206,6 +226,15 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
         if batch is not None and bp.shape[0] not in (1, len(batch)):
             raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
         mlp, ffn = blk.block.mlp, plan.ffn[i]
+        if strategy == "static_router" and ffn.bias_map is None:
+            raise PIAError("merge_strategy 'static_router' needs a calibrated router: "
+                           "call eas.reparam.calibrate_static_router(model, batches) after training.")
+        if ffn.bias_map is not None:  # static router: shared weight, a cheap per-example bias
+            bias = pia.hidden_bias().to(ffn.bias_map.dtype) @ ffn.bias_map + ffn.bias_const
+            blk.block.mlp = MergedMLP(mlp, ffn.base, bias)
+            blk.ffn_adapter = None
+            records.append(("ffn", i, mlp, pia))
+            continue
         out = None
         if strategy == "per_example" and ffn.diff is not None:
             out = plan.buffer(i, MergedMLP.weight_shape(ffn, bp.shape[0]), ffn.base)
@@ -221,6 +250,32 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
         records.append(("attn", i, original, adapter))
     model._eas_merged = records
     return functools.partial(unmerge, model)
+
+
+@torch.no_grad()
+def calibrate_static_router(model: nn.Module, batches) -> dict[int, torch.Tensor]:
+    """Fix every skip PIA's router weights to their mean over the prompts of `batches` (a task's
+    training or validation prompts): the task-level static router, a beyond-the-paper option that
+    makes one merged weight serve every prompt. It changes the model's function (each prompt no
+    longer picks its own mix), so its accuracy cost must be measured. Returns the weights per layer."""
+    from .generate import prefill
+
+    pias = skip_adapters(model)
+    if not pias or any(p.router is None for p in pias.values()):
+        raise PIAError("a static router needs skip PIAs with a router (PIAConfig(router=True)).")
+    for p in pias.values():
+        p.static_alpha = None
+    sums = {i: 0.0 for i in pias}
+    rows = 0
+    for batch in batches:
+        prefill(model, batch)
+        for i, p in pias.items():
+            sums[i] = sums[i] + p.route(p.state.mean()).sum(0)
+        rows += len(batch)
+    for i, p in pias.items():
+        p.static_alpha = (sums[i] / rows).to(p.down1.weight.dtype)
+    model._eas_reparam_plan = None  # the merge plan depends on the router weights
+    return {i: p.static_alpha for i, p in pias.items()}
 
 
 def unmerge(model: nn.Module) -> None:

@@ -16,9 +16,10 @@ def test_core_benchmark_smoke(tmp_path, monkeypatch):
     core = pd.read_csv(tmp_path / "bench" / "core.csv")
     assert set(bench.CORE_COLUMNS) <= set(core.columns)
     # base once per batch size, then skip-only / eas-unmerged / eas-merged for each k
-    assert len(core) == 2 * (1 + 3 * 2)
+    assert len(core) == 2 * (1 + 4 * 2)  # per batch: base, then 4 methods for each of 2 ks
     assert (core.prefill_ms > 0).all() and (core.decode_ms_per_token > 0).all()
-    merged = core[core.method == "eas-merged"]
+    assert set(core.method) == {"base", "skip-only", "eas-unmerged", "eas-merged", "eas-merged-static"}
+    merged = core[core.method.str.startswith("eas-merged")]
     assert (merged.merge_ms > 0).all()
     # fewer attentions, smaller cache: exactly proportional to the kept layers
     base = core[(core.method == "base") & (core.batch == 1)].kv_cache_mb.iloc[0]

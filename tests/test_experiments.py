@@ -88,6 +88,21 @@ def test_eas_bandit_row_then_stored_row(factory, monkeypatch):
     assert list(table["key"]) == [s.key()] and set(METRIC_COLUMNS["scienceqa"]) <= set(table.columns)
 
 
+def test_bandit_trajectory_and_selection_read_back(factory):
+    s = spec(**EAS, study="t-eas")
+    row = run_experiment(s, model_factory=factory, progress=False)
+    traj = experiments.bandit_trajectory(s)
+    assert sorted(traj.comparisons.unique()) == [0, 1, 2] and len(traj) == 3 * 4  # start + 2 comparisons, 4 MHAs
+    assert (traj[traj.comparisons == 0].preference == 0).all() and set(traj.module) == {"mha"}
+    selection = experiments.read_selection(s)
+    final = traj[traj.comparisons == 2].sort_values("candidate").preference.tolist()
+    assert final == pytest.approx(selection["scores"])
+    assert selection["chosen"] == json.loads(row["skipped"])["mha"]
+    assert experiments.accuracy(row) == row["Avg"]
+    with pytest.raises(ExperimentError, match="only 'bandit' runs"):
+        experiments.bandit_trajectory(s.replace(selector="last"))
+
+
 def test_interrupted_run_resumes_to_the_same_row(factory):
     s = spec(**EAS, seed=1)
     whole = run_experiment(s, model_factory=factory, progress=False)
@@ -201,3 +216,8 @@ def test_key_ignores_labels_and_defaults_resolve():
     assert spec(method="eas", k=2).kind == "mha" and spec(method="eas", k=2).selector == "bandit"
     assert spec(method="das", k=1).kind == "layer" and spec(method="lora").selector == "none"
     json.dumps(spec(**EAS).to_dict())
+
+
+def test_gap_se():
+    assert experiments.gap_se(50.0, 50.0, 100) == pytest.approx(100 * math.sqrt(0.005))
+    assert experiments.gap_se(100.0, 0.0, 10) == 0.0

@@ -229,3 +229,32 @@ def test_time_merge_reports_both_times(tokenizer):
     assert t["prefill_ms"] > 0 and t["merge_ms"] > 0 and t["prepare_ms"] > 0
     assert t["ratio"] == pytest.approx(t["merge_ms"] / t["prefill_ms"])
     assert not reparam.is_merged(model)
+
+
+def test_static_router_merges_exactly_with_one_shared_weight(tokenizer, tmp_path):
+    from eas.pia import PIAConfig as Cfg, load_adapters, save_adapters
+
+    model = tiny_llava(tokenizer, config=Cfg(skip_hidden=8, adapt_hidden=4, merge_strategy="static_router"))
+    batch = prompt_batch()
+    with pytest.raises(PIAError, match="calibrate"):
+        reparam.merge_after_prefill(model, (prefill(model, batch), batch)[1])
+    alphas = reparam.calibrate_static_router(model, [batch, prompt_batch((4, 6), seed=1)])
+    assert all(a.shape == (2,) and abs(a.sum().item() - 1) < 1e-6 for a in alphas.values())
+    answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(3))
+    want = forced_decode_logits(model, batch, answers)
+    seen = []
+
+    def merge(m, b):
+        undo = reparam.merge_after_prefill(m, b)
+        seen.extend(layer.block.mlp.weight.dim() for layer in arch.decoder_layers(m)
+                    if isinstance(layer.block.mlp, reparam.MergedMLP))
+        return undo
+
+    got = forced_decode_logits(model, batch, answers, after_prefill=merge)
+    assert seen and set(seen) == {2}  # one (d, 2 d_ff) weight shared by the batch
+    assert (want - got).abs().max() <= 1e-4 and want.abs().max() > 0.1
+    # the calibrated router travels with the adapters
+    save_adapters(model, tmp_path / "static")
+    fresh = tiny_llava(tokenizer, config=Cfg(skip_hidden=8, adapt_hidden=4, merge_strategy="static_router"), seed=7)
+    load_adapters(fresh, tmp_path / "static")
+    assert torch.equal(forced_decode_logits(fresh, batch, answers), want)

@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-MERGE_STRATEGIES = ("per_example", "two_matrix")
+MERGE_STRATEGIES = ("per_example", "two_matrix", "static_router")
 
 
 class PIAConfigError(ValueError):
@@ -26,7 +26,9 @@ class PIAConfig:
     frozen_bias     the prompt mean is fixed after prefill (Eq. 11). Off, each answer token uses the running
                     mean over the prompt and the answer so far, in training and decoding alike
     reparam         generation merges the PIAs into the FFN (and q/k/v) after prefill (Table 6 "+ Re-param.")
-    merge_strategy  how a batch whose examples have different router weights is merged, see eas.reparam
+    merge_strategy  how a batch whose examples have different router weights is merged, see eas.reparam.
+                    "static_router" (beyond the paper) fixes the router weights per task
+                    (eas.reparam.calibrate_static_router), so one merged weight serves every prompt
     """
 
     skip_hidden: int = 32

@@ -82,6 +82,9 @@ class SkipPIA(nn.Module):
         # The router keeps nn.Linear's random init: with zero up-paths and equal weights alpha1 = alpha2,
         # up1 and up2 would get equal gradients forever and never differ.
         self.router = nn.Linear(d, 2, **kw) if config.router else None
+        # A task-level router (merge_strategy "static_router"): fixed (2,) weights once calibrated.
+        # A buffer, so it is saved and loaded with the adapter.
+        self.register_buffer("static_alpha", None)
         self.state: PromptState | None = None
 
     # --- the function
@@ -96,7 +99,17 @@ class SkipPIA(nn.Module):
         return alpha[..., :1] * self.up1(h) + alpha[..., 1:] * self.up2(h)
 
     def route(self, m: torch.Tensor) -> torch.Tensor:
+        if self.static_alpha is not None:
+            return self.static_alpha.to(m.dtype).expand(*m.shape[:-1], 2)
         return F.softmax(self.router(m) / self.config.tau, dim=-1)
+
+    def hidden_bias(self) -> torch.Tensor:
+        """h0 = bd1 + down2(prompt mean), (B, r): the per-example part of the merged bias."""
+        rows = self.state.total.shape[0] if self.state is not None else 1
+        h0 = self.down1.bias.expand(rows, -1)
+        if self.down2 is not None:
+            h0 = h0 + self.down2(self.state.mean())
+        return h0
 
     # --- the prompt mean
     def prompt_mean(self, n: torch.Tensor) -> torch.Tensor:
@@ -151,11 +164,8 @@ class SkipPIA(nn.Module):
             raise PIAError("a PIA without a frozen bias (Eq. 11) cannot be re-parameterised.")
         if self.config.uses_prompt and self.state is None:
             raise PIAError("no prefill state to merge: run the prompt (inside prompt_context) first.")
-        rows = self.state.total.shape[0] if self.state is not None else 1
-        h0 = self.down1.bias.expand(rows, -1)
+        h0 = self.hidden_bias()
         m = self.state.mean() if self.state is not None else None
-        if self.down2 is not None:
-            h0 = h0 + self.down2(m)
         if self.router is None:
             return None, self.up1(h0)
         alpha = self.route(m)

@@ -171,6 +171,9 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
             raise PIAError(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
     adapters = attach_pia(model, SkipSet(**meta["skips"]), PIAConfig.from_dict(meta["pia"]))
     state = load_file(str(Path(path) / WEIGHTS_FILE))
+    for name, adapter in named_adapters(model).items():
+        if f"{name}.static_alpha" in state:  # a calibrated task-level router: give the buffer a slot
+            adapter.static_alpha = torch.zeros(2, dtype=adapter.down1.weight.dtype, device=adapter.down1.weight.device)
     own = adapter_state_dict(model)
     missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
     if missing or unexpected:
