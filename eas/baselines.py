@@ -43,7 +43,7 @@ from . import arch, io
 from .pia import PIAConfig, attach_pia, detach_pia
 from .pia.config import check_hidden
 from .pia.layer import zero_linear
-from .pia.model import CONFIG_FILE, WEIGHTS_FILE
+from .pia.model import CONFIG_FILE, WEIGHTS_FILE, check_saved_shape
 from .skip import SkipSet, apply_skips, eas_blocks
 
 FORMAT_VERSION = 1
@@ -583,10 +583,7 @@ def load(model: nn.Module, path: str | Path) -> list[nn.Module]:
     from safetensors.torch import load_file
 
     meta = read_config(path)
-    here = {"num_layers": arch.num_layers(model), "hidden_size": arch.text_config(model).hidden_size}
-    for key, value in here.items():
-        if meta[key] != value:
-            raise BaselineError(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
+    check_saved_shape(model, meta, path, BaselineError)
     method = get_method(meta["method"])
     modules = method.attach(model, method.config_cls.from_dict(meta["config"]))
     stored = load_file(str(Path(path) / WEIGHTS_FILE))

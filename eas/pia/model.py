@@ -160,15 +160,20 @@ def read_adapter_config(path: str | Path) -> dict:
     return json.loads(file.read_text())
 
 
+def check_saved_shape(model: nn.Module, meta: dict, path, error=PIAError) -> None:
+    """A checkpoint of adapters fits only a model of the depth and width it was saved for."""
+    here = {"num_layers": arch.num_layers(model), "hidden_size": arch.text_config(model).hidden_size}
+    for key, value in here.items():
+        if meta[key] != value:
+            raise error(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
+
+
 def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
     """Skip the saved skip set, attach PIAs with the saved options and load their weights (strictly)."""
     from safetensors.torch import load_file
 
     meta = read_adapter_config(path)
-    here = {"num_layers": arch.num_layers(model), "hidden_size": arch.text_config(model).hidden_size}
-    for key, value in here.items():
-        if meta[key] != value:
-            raise PIAError(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
+    check_saved_shape(model, meta, path)
     adapters = attach_pia(model, SkipSet(**meta["skips"]), PIAConfig.from_dict(meta["pia"]))
     state = load_file(str(Path(path) / WEIGHTS_FILE))
     for name, adapter in named_adapters(model).items():
