@@ -17,8 +17,10 @@ Modules, each doing one thing:
     train       parameter-efficient training on Accelerate, with checkpoints and resume
     bandit      the k-armed bandit redundancy search
     selectors   which modules to skip: random, last-k, attention drop, block influence, bandit
+    experiments one fine-tuning experiment -> one tidy results row (resumable, never repeated)
     probe       training-free removal probe of single modules
     measure     latency (prefill / merge / decode), FLOPs, memory; shapes: true-scale random models
+    latency     the latency suite: every method side by side, at several scales
     bench       `make bench`
     results     result tables keyed by their parameters
     profiles    papermill parameters per profile (smoke / cpu / gpu), validated
