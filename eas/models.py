@@ -75,7 +75,6 @@ def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignCo
         from .align import caption_examples, train_projector
 
         torch.manual_seed(align.seed)
-        model.projector.reset_parameters() if hasattr(model.projector, "reset_parameters") else None
         losses = train_projector(model, caption_examples(align.captions, align.seed), steps=align.steps,
                                  batch_size=align.batch_size, lr=align.lr, seed=align.seed, progress=progress)
         io.write_json(path.with_suffix(".json"), {"params": params, "losses": losses})
