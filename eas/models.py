@@ -74,7 +74,10 @@ def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignCo
     else:
         from .align import caption_examples, train_projector
 
-        torch.manual_seed(align.seed)
+        torch.manual_seed(align.seed)  # the projector's initial weights are part of the cache key's run
+        for layer in model.projector:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
         losses = train_projector(model, caption_examples(align.captions, align.seed), steps=align.steps,
                                  batch_size=align.batch_size, lr=align.lr, seed=align.seed, progress=progress)
         io.write_json(path.with_suffix(".json"), {"params": params, "losses": losses})
