@@ -31,7 +31,6 @@ exactly the base model.
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -43,7 +42,7 @@ from . import arch, io
 from .pia import PIAConfig, attach_pia, detach_pia
 from .pia.config import check_hidden
 from .pia.layer import zero_linear
-from .pia.model import CONFIG_FILE, WEIGHTS_FILE, check_saved_shape
+from .pia.model import CONFIG_FILE, WEIGHTS_FILE, check_saved_shape, read_adapter_config
 from .skip import SkipSet, apply_skips, eas_blocks
 
 FORMAT_VERSION = 1
@@ -568,10 +567,8 @@ def save(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
 
 
 def read_config(path: str | Path) -> dict:
+    meta = read_adapter_config(path, what="baseline")
     file = Path(path) / CONFIG_FILE
-    if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist: not a baseline checkpoint folder.")
-    meta = json.loads(file.read_text())
     if "method" not in meta:
         raise BaselineError(f"{file} is not a baseline checkpoint (no 'method'); a PIA checkpoint loads "
                             "with eas.pia.load_adapters.")

@@ -153,10 +153,11 @@ def save_adapters(model: nn.Module, path: str | Path, extra: dict | None = None)
     return path
 
 
-def read_adapter_config(path: str | Path) -> dict:
+def read_adapter_config(path: str | Path, what: str = "PIA") -> dict:
+    """The JSON config of an adapter checkpoint folder (PIA or baseline: they share the layout)."""
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
-        raise FileNotFoundError(f"{file} does not exist: not a PIA checkpoint folder.")
+        raise FileNotFoundError(f"{file} does not exist: not a {what} checkpoint folder.")
     return json.loads(file.read_text())
 
 
