@@ -27,6 +27,7 @@ Every stage resumes: an interrupted run picks up at the last training checkpoint
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -127,9 +128,13 @@ class ExperimentSpec:
             object.__setattr__(self, "kind", "layer" if self.method == "das" else "mha")
         if self.selector is None:
             object.__setattr__(self, "selector", "bandit" if self.method in ("eas", "das") else "none")
+        if self.selector != "bandit":  # only a bandit search has a supernet to start from: one key per run
+            object.__setattr__(self, "warm_start", False)
         for name in ("pia", "method_options", "sizes"):
             object.__setattr__(self, name, dict(getattr(self, name)))
         check_spec(self)
+        if self.method == "eas":  # the resolved PIA options: one design, one key, however it was named
+            object.__setattr__(self, "pia", pia_config(self).to_dict())
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -242,6 +247,7 @@ def build_model(spec: ExperimentSpec, model_factory: Callable[[], nn.Module] | N
     model = model_factory() if model_factory is not None else load_model(spec.model, seed=spec.seed,
                                                                           progress=progress)
     baselines.detach(model)  # frozen base, no skips
+    eas_blocks(model)  # every method attaches to the wrapped layers: checkpoint names never depend on order
     return model
 
 
@@ -511,7 +517,8 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
         "model": spec.model,
         "seed": spec.seed,
         "train_steps": result.steps if result else 0,
-        "final_train_loss": result.losses[-1] if result else None,
+        # the mean of the last 10 steps: one step's loss is one batch's, too noisy to compare runs by
+        "final_train_loss": float(sum(result.losses[-10:]) / len(result.losses[-10:])) if result else None,
         "search_comparisons": selection.get("comparisons"),
         "search_wall_s": search_wall,
         "train_wall_s": result.wall_time if result else 0.0,
@@ -596,3 +603,75 @@ def gap_se(acc_a: float, acc_b: float, n: int) -> float:
     treating them as independent binomials: the yardstick for "within noise" in the notebooks' verdicts."""
     pa, pb = acc_a / 100, acc_b / 100
     return 100 * math.sqrt(max(pa * (1 - pa), 0.0) / n + max(pb * (1 - pb), 0.0) / n)
+
+
+# ----------------------------------------------------------------------------- timing finished runs
+
+def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:
+    """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
+    trained weights (LoRA merged, EAS's merge prepared), with the after-prefill hook it is evaluated with."""
+    from .reparam import prepare_reparam
+
+    if not (spec.run_dir() / ROW_FILE).exists():
+        raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}) is not finished: run it first.")
+    skips = SkipSet(**read_selection(spec)["skip_set"]) if spec.method in SKIPPING else SkipSet()
+    model = copy.deepcopy(base)
+    build_model(spec, lambda: model, progress=False)  # frozen, no skips, wrapped: the layout training saw
+    attach_method(model, spec, skips)
+    if spec.method != "skip-only":
+        trainlib.load_tensors_into(trainlib.trainable_parameters(model),
+                                    spec.run_dir() / "train" / "final.safetensors")
+    if spec.method == "lora":
+        baselines.merge_lora(model)
+    hook = after_prefill_hook(model, spec)
+    if hook is not None:
+        prepare_reparam(model)  # once per task, after training: not part of any timed run
+    return model.eval(), hook
+
+
+def time_runs(specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_tokens: int = 16, repeats: int = 3,
+              model_factory: Callable[[], nn.Module] | None = None, progress: bool = False) -> pd.DataFrame:
+    """Time finished runs' final models side by side with the base model, interleaved in one
+    `measure.compare` run on the first `batch_size` test prompts, `new_tokens` generated (EOS ignored).
+
+    Evaluation wall time (the `eval_wall_s` column) mixes prompt lengths, answer lengths and batch
+    padding; this is the like-for-like time of each trained configuration. One row per label (and
+    "base"): medians and IQRs of prefill, merge and decode, time per sample, ratios to the base model."""
+    from . import measure
+
+    if not specs:
+        raise ExperimentError("time_runs needs at least one finished run.")
+    first = next(iter(specs.values()))
+    mixed = [label for label, s in specs.items() if (s.model, s.task) != (first.model, first.task)]
+    if mixed:
+        raise ExperimentError(f"runs {mixed} use another model or task than {first.model!r} / {first.task!r}: "
+                              "time them separately.")
+    if "base" in specs:
+        raise ExperimentError("the label 'base' is reserved for the unmodified model.")
+    base = build_model(first, model_factory, progress=progress).eval()
+    examples = load_data(first)["test"][:batch_size]
+    if hasattr(base, "cache_features"):
+        base.cache_features(examples, progress=progress)
+    batch = base.collate(examples)
+    variants = {"base": lambda: (base, None)}
+    for label, spec in specs.items():
+        model, hook = trained_model(spec, base)
+        variants[label] = lambda m=model, h=hook: (m, h)
+    with torch.no_grad():
+        df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
+    df = df.reset_index().rename(columns={"variant": "label"})
+    df["time_vs_base"] = df.total_ms / df.total_ms[df.label == "base"].iloc[0]
+    return df
+
+
+def timing_table(study: str, specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_tokens: int = 16,
+                 repeats: int = 3) -> pd.DataFrame:
+    """`time_runs`, stored under data/results/{study}/ and keyed by the runs and the timing settings, so a
+    re-run of a notebook reads the table back instead of timing again."""
+    from .results import cached_frame
+
+    params = {"runs": {label: s.key() for label, s in specs.items()}, "batch_size": batch_size,
+              "new_tokens": new_tokens, "repeats": repeats, "threads": torch.get_num_threads(),
+              "cuda": torch.cuda.is_available()}
+    return cached_frame(study, "decode_timing", params,
+                        lambda: time_runs(specs, batch_size=batch_size, new_tokens=new_tokens, repeats=repeats))

@@ -225,9 +225,10 @@ class FineTuneParams:
     task: str = "vqa"
     sizes: dict = field(default_factory=lambda: {"train": 2000, "val": 300, "test": 500})
     selector: str = "bandit"
-    steps: int = 25              # fine-tuning steps of every run
+    steps: int = 80              # fine-tuning steps of every run
+    warmup_steps: int = 8        # linear learning-rate warm-up, then cosine decay
     batch_size: int = 8
-    lr: float = 0.003
+    lr: float = 0.001
     skip_hidden: int = 32
     adapt_hidden: int = 8
     bandit_warmup_steps: int = 12  # supernet steps with random skip sets
@@ -236,12 +237,21 @@ class FineTuneParams:
     bandit_T: int = 4
     bandit_lr: float = 20.0
     heldout: int = 16
-    n_eval: int = 100
+    n_eval: int = 200
     eval_batch_size: int = 8
     answer_tokens: int = 12      # max new tokens while evaluating
+    timing_tokens: int = 16      # decode timing of the trained models (eas.experiments.time_runs), batch 1
+    timing_repeats: int = 3
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons", "bandit_m",
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) or not \
+                0 <= self.warmup_steps < self.steps:
+            raise ParameterError(f"parameter warmup_steps={self.warmup_steps!r} must be an integer in "
+                                 f"0..steps-1 (steps={self.steps}).")
+        if isinstance(self.timing_tokens, bool) or not isinstance(self.timing_tokens, int) or self.timing_tokens < 2:
+            raise ParameterError(f"parameter timing_tokens={self.timing_tokens!r} must be an integer >= 2 "
+                                 "(one prefill token and at least one timed decode step).")
+        for name in ("timing_repeats", "steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons", "bandit_m",
                      "bandit_T", "heldout", "n_eval", "eval_batch_size", "answer_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
@@ -260,7 +270,8 @@ class FineTuneParams:
 
         pia = {"skip_hidden": self.skip_hidden, "adapt_hidden": self.adapt_hidden, **changes.pop("pia", {})}
         values = dict(task=self.task, method="eas", kind="mha", k=1, selector=self.selector, pia=pia,
-                      sizes=self.sizes, steps=self.steps, batch_size=self.batch_size, lr=self.lr,
+                      sizes=self.sizes, steps=self.steps, warmup_steps=self.warmup_steps,
+                      batch_size=self.batch_size, lr=self.lr,
                       bandit_warmup_steps=self.bandit_warmup_steps, bandit_comparisons=self.bandit_comparisons,
                       bandit_m=self.bandit_m, bandit_T=self.bandit_T, bandit_lr=self.bandit_lr,
                       heldout=self.heldout, n_eval=self.n_eval, eval_batch_size=self.eval_batch_size,

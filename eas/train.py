@@ -187,7 +187,7 @@ def _save_checkpoint(run_dir: Path, step: int, params: dict, optimizer, schedule
             shutil.rmtree(old, ignore_errors=True)
 
 
-def _load_tensors_into(params: dict[str, nn.Parameter], path: Path) -> None:
+def load_tensors_into(params: dict[str, nn.Parameter], path: Path) -> None:
     from safetensors.torch import load_file
 
     stored = load_file(str(path))
@@ -249,7 +249,7 @@ def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Pat
     if run_dir is not None and (run_dir / "done.json").exists():
         done = json.loads((run_dir / "done.json").read_text())
         _check_fingerprint(run_dir, done["fingerprint"], fingerprint)
-        _load_tensors_into(params, run_dir / "final.safetensors")
+        load_tensors_into(params, run_dir / "final.safetensors")
         for name, obj in stateful.items():
             obj.load_state_dict(done["stateful"][name])
         return TrainResult(**{**done["result"], "from_cache": True})
@@ -275,7 +275,7 @@ def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Pat
         ckpt = run_dir / pointer["dir"]
         state = json.loads((ckpt / "state.json").read_text())
         _check_fingerprint(run_dir, state["fingerprint"], fingerprint)
-        _load_tensors_into(params, ckpt / "trainable.safetensors")
+        load_tensors_into(params, ckpt / "trainable.safetensors")
         blob = torch.load(ckpt / "optim.pt", map_location="cpu", weights_only=True)
         optimizer.load_state_dict(blob["optimizer"])
         scheduler.load_state_dict(blob["scheduler"])

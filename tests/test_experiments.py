@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 
+import pandas as pd
 import pytest
 import torch
 
@@ -215,9 +216,43 @@ def test_key_ignores_labels_and_defaults_resolve():
     assert spec(**EAS).key() != spec(**EAS, seed=1).key()
     assert spec(method="eas", k=2).kind == "mha" and spec(method="eas", k=2).selector == "bandit"
     assert spec(method="das", k=1).kind == "layer" and spec(method="lora").selector == "none"
+    last = {**EAS, "selector": "last"}  # warm_start means nothing without a search: it cannot split keys
+    assert spec(**last, warm_start=True).key() == spec(**last, warm_start=False).key()
+    assert spec(**EAS, warm_start=True).key() != spec(**EAS, warm_start=False).key()
+    named = {"ablation": "reparam", "skip_hidden": 8, "adapt_hidden": 4}  # the full design, by its Table 6 name
+    assert spec(**{**EAS, "pia": named}).key() == spec(**EAS).key()
     json.dumps(spec(**EAS).to_dict())
 
 
 def test_gap_se():
     assert experiments.gap_se(50.0, 50.0, 100) == pytest.approx(100 * math.sqrt(0.005))
     assert experiments.gap_se(100.0, 0.0, 10) == 0.0
+
+
+def test_trained_model_rebuilds_what_was_evaluated_and_time_runs_times_it(factory):
+    """`trained_model` must give back the very model a run evaluated: same greedy replies as its
+    generations.csv (EAS merged after prefill, and LoRA merged); `time_runs` times them beside the base."""
+    from eas.generate import generate_texts
+
+    specs = {"eas": spec(**{**EAS, "selector": "last"}), "lora": spec(method="lora", method_options={"r": 2})}
+    for s in specs.values():
+        run_experiment(s, model_factory=factory, progress=False)
+    base = factory()
+    examples = experiments.load_data(specs["eas"])["test"]
+    before = {k: v.clone() for k, v in base.state_dict().items()}
+    for s in specs.values():
+        model, hook = experiments.trained_model(s, base)
+        assert (hook is not None) == (s.method == "eas")
+        replies = generate_texts(model, examples, batch_size=s.eval_batch_size, max_new_tokens=s.max_new_tokens,
+                                 after_prefill=hook, progress=False)
+        stored = pd.read_csv(s.run_dir() / "generations.csv", keep_default_na=False, dtype={"prediction": str})
+        assert list(stored.prediction) == replies
+    after = base.state_dict()  # the shared base was copied, never changed
+    assert set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
+
+    df = experiments.time_runs(specs, batch_size=2, new_tokens=3, repeats=1, model_factory=factory)
+    assert list(df.label) == ["base", "eas", "lora"]
+    assert (df.decode_ms_per_token > 0).all() and df.time_vs_base.iloc[0] == 1.0
+    assert df.kv_cache_bytes.iloc[1] < df.kv_cache_bytes.iloc[0]  # 2 of 4 attentions skipped: a smaller cache
+    with pytest.raises(ExperimentError, match="not finished"):
+        experiments.time_runs({"new": spec(**{**EAS, "selector": "last", "seed": 9})}, model_factory=factory)

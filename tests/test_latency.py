@@ -134,3 +134,24 @@ def test_bad_latency_parameters_are_named():
         notebook_params("06_latency", {**values, "new_tokens": 1})
     with pytest.raises(ParameterError, match="unknown keys"):
         latency.scale_settings("tiny", toy_params(scales={"tiny": {"prompt": 3}}))
+
+
+def _table1_rows(adapter_time: float, noise: float = 0.01) -> pd.DataFrame:
+    """A Table 1 view as `latency.table1` returns it: only the columns the verdict reads."""
+    rows = {"LLaVA-7B": ("LLaVA-7B", 1.0, 1.0), "Adapter": ("Adapter", 1.04, adapter_time),
+            "DAS_4": ("DAS_1", 0.97, 0.975), "EAS_12": ("EAS_12", 0.98, 0.92)}
+    return pd.DataFrame([{"paper_row": k, "ours": o, "flops_vs_base": f, "time_vs_base": t, "time_noise": noise,
+                          "paper_flops_vs_base": 1.005, "paper_time_vs_base": 1.32}
+                         for k, (o, f, t) in rows.items()]).set_index("paper_row")
+
+
+def test_table1_verdicts_follow_the_numbers_and_their_noise():
+    # +4% FLOPs and +10% time: adapters cost more time than FLOPs
+    assert "larger share of time than of FLOPs** -- holds" in latency.table1_verdict(_table1_rows(1.10))
+    # +4% FLOPs and -2.5% time: the claim must not be printed as holding
+    assert "does NOT hold" in latency.table1_verdict(_table1_rows(0.975)).split("adapter costs")[1]
+    # the same gap inside the noise is a tie, not a verdict
+    assert "within timing noise" in latency.table1_verdict(_table1_rows(0.99, noise=0.2)).split("adapter costs")[1]
+    text = latency.table1_verdict(_table1_rows(1.10))
+    assert "faster than the base model and every PETL method** -- holds" in text  # 0.92 vs DAS 0.99, noise 1%
+    assert "give part of the saving back" not in text  # DAS: 3% FLOPs and 1% time saved, noise 1%: alike
