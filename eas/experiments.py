@@ -636,7 +636,8 @@ def time_runs(specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_toke
 
     Evaluation wall time (the `eval_wall_s` column) mixes prompt lengths, answer lengths and batch
     padding; this is the like-for-like time of each trained configuration. One row per label (and
-    "base"): medians and IQRs of prefill, merge and decode, time per sample, ratios to the base model."""
+    "base"): medians and IQRs of prefill, merge and decode, time per sample, ratios to the base model, and
+    the FLOPs per sample of the same generation (counted by torch.utils.flop_counter) with their change."""
     from . import measure
 
     if not specs:
@@ -659,8 +660,15 @@ def time_runs(specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_toke
         variants[label] = lambda m=model, h=hook: (m, h)
     with torch.no_grad():
         df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
+        # FLOPs of the same generation, counted op by op (outside the clocks)
+        gflops = {}
+        for label, make in variants.items():
+            model, hook = make()
+            gflops[label] = measure.counted_flops(model, batch, new_tokens, hook).gflops_per_sample
     df = df.reset_index().rename(columns={"variant": "label"})
     df["time_vs_base"] = df.total_ms / df.total_ms[df.label == "base"].iloc[0]
+    df["gflops_per_sample"] = df.label.map(gflops)
+    df["delta_gflops"] = df.gflops_per_sample - gflops["base"]
     return df
 
 

@@ -269,6 +269,8 @@ class FineTuneParams:
         from .experiments import ExperimentSpec
 
         pia = {"skip_hidden": self.skip_hidden, "adapt_hidden": self.adapt_hidden, **changes.pop("pia", {})}
+        if changes.get("method", "eas") != "eas":
+            pia = {}  # the PIA sizes belong to EAS; a baseline's sizes come in `method_options`
         values = dict(task=self.task, method="eas", kind="mha", k=1, selector=self.selector, pia=pia,
                       sizes=self.sizes, steps=self.steps, warmup_steps=self.warmup_steps,
                       batch_size=self.batch_size, lr=self.lr,
@@ -343,5 +345,50 @@ class PIAAblationParams(FineTuneParams):
         _check_list("k", [self.k])
 
 
+@dataclass(frozen=True)
+class MethodsParams(FineTuneParams):
+    """07_methods: EAS against the PETL baselines on one task (Tables 1 and 3): accuracy, updated parameters,
+    FLOPs and time. Baseline sizes default to about EAS's share of updated parameters on the embedded model."""
+
+    methods: list = field(default_factory=lambda: ["lora", "adapter", "mam", "das", "eas"])
+    eas_ks: list = field(default_factory=lambda: [12])  # EAS_k rows (MHAs skipped)
+    das_k: int = 4                                       # DAS_k: whole layers skipped
+    train_fraction: float = 0.2                          # classification: the AID "20%" column
+    lora_r: int = 2
+    adapter_hidden: int = 16
+    mam_hidden: int = 16
+    mam_prefix: int = 10
+    das_layer_hidden: int = 32
+    das_kept_hidden: int = 16
+
+    def __post_init__(self):
+        super().__post_init__()
+        _check_list("methods", self.methods, ("lora", "adapter", "mam", "das", "eas", "full"))
+        if "eas" in self.methods:
+            _check_list("eas_ks", self.eas_ks)
+        for name in ("das_k", "lora_r", "adapter_hidden", "mam_hidden", "mam_prefix", "das_layer_hidden",
+                     "das_kept_hidden"):
+            _check_list(name, [getattr(self, name)])
+        try:
+            for method in self.methods:
+                self.method_spec(method, max(self.eas_ks))
+        except ValueError as err:
+            raise ParameterError(f"parameters give an invalid experiment: {err}") from None
+
+    def method_spec(self, method: str, k: int | None = None, **changes):
+        """The ExperimentSpec of one row: EAS_k and DAS_k searched by the bandit (warm_start off, as in
+        chapter 2, so every method gets the same fine-tuning), the PETL baselines at this chapter's sizes."""
+        common = dict(task=self.task, train_fraction=self.train_fraction, warm_start=False, study="07_methods")
+        if method == "eas":
+            return self.spec(k=k or max(self.eas_ks), selector="bandit", **common, **changes)
+        options = {"lora": {"r": self.lora_r}, "adapter": {"hidden": self.adapter_hidden},
+                   "mam": {"hidden": self.mam_hidden, "prefix_len": self.mam_prefix},
+                   "das": {"layer_hidden": self.das_layer_hidden, "kept_hidden": self.das_kept_hidden},
+                   "full": {}}[method]
+        skipping = {"kind": "layer", "k": self.das_k, "selector": "bandit"} if method == "das" else \
+            {"kind": None, "k": 0, "selector": "none"}
+        return self.spec(method=method, method_options=options, **skipping, **common, **changes)
+
+
 NOTEBOOK_PARAMS.update({"02_redundancy": RedundancyParams, "03_skip_ablation": SkipAblationParams,
-                        "04_pia_ablation": PIAAblationParams})
+                        "04_pia_ablation": PIAAblationParams, "07_methods": MethodsParams})

@@ -253,6 +253,7 @@ def test_trained_model_rebuilds_what_was_evaluated_and_time_runs_times_it(factor
     df = experiments.time_runs(specs, batch_size=2, new_tokens=3, repeats=1, model_factory=factory)
     assert list(df.label) == ["base", "eas", "lora"]
     assert (df.decode_ms_per_token > 0).all() and df.time_vs_base.iloc[0] == 1.0
+    assert df.delta_gflops.iloc[1] < 0 and df.delta_gflops.iloc[2] == 0  # EAS skips 2 MHAs; LoRA is merged
     assert df.kv_cache_bytes.iloc[1] < df.kv_cache_bytes.iloc[0]  # 2 of 4 attentions skipped: a smaller cache
     with pytest.raises(ExperimentError, match="not finished"):
         experiments.time_runs({"new": spec(**{**EAS, "selector": "last", "seed": 9})}, model_factory=factory)

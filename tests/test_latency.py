@@ -59,6 +59,18 @@ def test_random_llama_scale_runs_and_counts_flops():
     assert df[df.method != "eas-merged"].flops_rel_diff.abs().max() < 1e-9
 
 
+def test_the_gpu_profiles_bf16_path_runs_on_a_toy_shape():
+    """The gpu profile times LLaVA-1.5-7B's shape in bf16; the same code path (every method, the merge in
+    bf16, FLOPs, module times) runs here on a toy shape of that family, so the GPU run cannot be its first."""
+    p = toy_params(scales={"toy": {"shape": "llava-1.5-7b", "overrides": TOY, "dtype": "bfloat16",
+                                   "visual_tokens": 6, "text_tokens": 4, "batches": [1]}})
+    df = latency.run_scale("toy", p, progress=False)
+    assert set(df.dtype) == {"bfloat16"} and set(df.method) == set(latency.METHODS)
+    assert (df.decode_ms_per_token > 0).all() and (df.gflops_counted > 0).all()
+    eas, skip = (df[(df.method == m) & (df.k == df.k.max())].iloc[0] for m in ("eas-merged", "skip-only"))
+    assert eas.kv_cache_mb == skip.kv_cache_mb < df[df.method == "base"].kv_cache_mb.iloc[0]
+
+
 def test_variant_specs():
     specs = latency.variant_specs(8, [2, 4], [1])
     names = [s.name for s in specs]
