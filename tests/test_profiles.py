@@ -36,3 +36,17 @@ def test_unknown_profile_and_notebook():
         profile_values("fast", "01_base_model")
     with pytest.raises(ParameterError, match="no notebook '99_nothing'"):
         run_notebook("99_nothing", "smoke")
+
+
+@pytest.mark.parametrize("notebook, override, message", [
+    ("02_redundancy", {"warmup_steps": 3}, r"warmup_steps=3 must be an integer in 0..steps-1 \(steps=3\)"),
+    ("03_skip_ablation", {"timing_tokens": 1}, "timing_tokens=1 must be an integer >= 2"),
+    ("04_pia_ablation", {"hidden_sizes": [8, 0]}, "hidden_sizes=.*positive integers"),
+    ("07_methods", {"methods": ["lora", "prompt-tuning"]}, "methods has 'prompt-tuning'; expected values from"),
+    ("07_methods", {"eas_ks": []}, "eas_ks=.*non-empty list"),
+    ("07_methods", {"lora_r": 0}, "lora_r=.*positive integers"),
+])
+def test_bad_fine_tuning_parameters_are_named(notebook, override, message):
+    values = {**profile_values("smoke", notebook), **override}
+    with pytest.raises(ParameterError, match=message):
+        notebook_params(notebook, values)
