@@ -44,7 +44,7 @@ def test_unknown_profile_and_notebook():
     ("04_pia_ablation", {"hidden_sizes": [8, 0]}, "hidden_sizes=.*positive integers"),
     ("07_methods", {"methods": ["lora", "prompt-tuning"]}, "methods has 'prompt-tuning'; expected values from"),
     ("07_methods", {"eas_ks": []}, "eas_ks=.*non-empty list"),
-    ("07_methods", {"lora_r": 0}, "lora_r=.*positive integers"),
+    ("07_methods", {"lora_r": 0}, "lora_r=0 must be a positive integer"),
 ])
 def test_bad_fine_tuning_parameters_are_named(notebook, override, message):
     values = {**profile_values("smoke", notebook), **override}
