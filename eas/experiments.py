@@ -609,7 +609,7 @@ def gap_se(acc_a: float, acc_b: float, n: int) -> float:
 
 def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:
     """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
-    trained weights (LoRA merged, EAS's merge prepared), with the after-prefill hook it is evaluated with."""
+    trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is evaluated with."""
     from .reparam import prepare_reparam
 
     if not (spec.run_dir() / ROW_FILE).exists():
@@ -622,7 +622,7 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
         trainlib.load_tensors_into(trainlib.trainable_parameters(model),
                                     spec.run_dir() / "train" / "final.safetensors")
     if spec.method == "lora":
-        baselines.merge_lora(model)
+        baselines.merge_lora(model, unload=True)  # deployed form: plain Linear layers, no peft wrappers
     hook = after_prefill_hook(model, spec)
     if hook is not None:
         prepare_reparam(model)  # once per task, after training: not part of any timed run
