@@ -342,12 +342,15 @@ def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
     part = frame[(frame.scale == scale) & (frame.batch == batch)]
     n = int(part.n_layers.iloc[0])
     base = part[part.method == "base"].iloc[0]
-    rows = []
+    rows, seen = [], set()
     for (method, pk), (paper_g, paper_s) in PAPER_TABLE1.items():
         cand = part[part.method == method]
         if cand.empty:
             continue
         k = _nearest(cand.k, pk * n / PAPER_LAYERS) if pk else 0
+        if (method, k) in seen:  # two of the paper's k map to one of ours on a shallower model: one row
+            continue
+        seen.add((method, k))
         r = cand[cand.k == k].iloc[0]
         paper_label = LABELS[method] + (f"_{pk}" if pk else "")
         rows.append({
@@ -358,6 +361,7 @@ def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
             "ms_per_sample": r.task_ms_per_sample, "time_vs_base": r.task_ms_per_sample / base.task_ms_per_sample,
             # decode dominates the time per sample: its relative IQR is the row's timing noise
             "time_noise": r.decode_ms_per_token_iqr / r.decode_ms_per_token,
+            "merge_share": r.merge_ms / batch / r.task_ms_per_sample,  # the per-prompt merge, EAS only
             "paper_flops_label": f"{paper_g:.1f}G ({paper_g - 5018.4:+.1f}G)",
             "paper_flops_vs_base": paper_g / 5018.4,
             "paper_s_per_sample": paper_s, "paper_time_vs_base": paper_s / 2.19,
@@ -382,7 +386,7 @@ def table1_verdict(t1: pd.DataFrame) -> str:
     band = _noise_band(t1, *eas_rows, fastest)
     if (eas_best < fastest_other - band).all() and (eas_best < 1 - band).all():
         status = "holds"
-    elif (eas_best > fastest_other + band).any() or (eas_best > 1 - band).any():
+    elif (eas_best > fastest_other + band).any() or (eas_best > 1 + band).any():
         status = "does NOT hold"
     else:
         status = "is within timing noise"
@@ -390,7 +394,10 @@ def table1_verdict(t1: pd.DataFrame) -> str:
              + ", ".join(f"{t1.loc[i, 'ours']} {t1.loc[i, 'time_vs_base']:.2f}x of base" for i in eas_rows)
              + f" vs the fastest other method ({t1.loc[fastest, 'ours']}) at {fastest_other:.2f}x, timing noise "
              f"+/-{band:.2f} (paper: " + ", ".join(f"{i} {t1.loc[i, 'paper_time_vs_base']:.2f}x" for i in eas_rows)
-             + ")."]
+             + "). The per-prompt merge takes " + ", ".join(f"{100 * t1.loc[i, 'merge_share']:.1f}%"
+                                                         for i in eas_rows)
+             + " of EAS's time per sample: an axpy over each skipped layer's FFN weights, whose cost follows "
+             "memory bandwidth rather than arithmetic (chapter 5)."]
     if "Adapter" in t1.index:
         a = t1.loc["Adapter"]
         d_flops, d_time = a.flops_vs_base - 1, a.time_vs_base - 1
