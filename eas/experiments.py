@@ -609,7 +609,8 @@ def gap_se(acc_a: float, acc_b: float, n: int) -> float:
 
 def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:
     """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
-    trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is evaluated with."""
+    trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is
+    evaluated with."""
     from .reparam import prepare_reparam
 
     if not (spec.run_dir() / ROW_FILE).exists():
@@ -683,3 +684,40 @@ def timing_table(study: str, specs: dict[str, ExperimentSpec], *, batch_size: in
               "cuda": torch.cuda.is_available()}
     return cached_frame(study, "decode_timing", params,
                         lambda: time_runs(specs, batch_size=batch_size, new_tokens=new_tokens, repeats=repeats))
+
+
+def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
+                           model_factory: Callable[[], nn.Module] | None = None, progress: bool = False) -> dict:
+    """Accuracy of a finished EAS run with its routers fixed per task (`reparam.calibrate_static_router`,
+    beyond the paper): the router weights averaged over the first `calibration` training prompts, so one
+    merged weight serves every prompt. No retraining; the run's own row is left as it is. Stored in the
+    run's directory (static_router-{calibration}.json), so asking again reads it back."""
+    from .reparam import calibrate_static_router, prepare_reparam
+
+    if spec.method != "eas" or not pia_config(spec).router:
+        raise ExperimentError(f"a static router needs an EAS run whose PIAs have a router; run {spec.key()} is "
+                              f"method {spec.method!r}.")
+    _positive_int("calibration", calibration)
+    path = spec.run_dir() / f"static_router-{calibration}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    base = build_model(spec, model_factory, progress=progress).eval()
+    data = load_data(spec)
+    prompts = data["train"][:calibration]
+    if hasattr(base, "cache_features"):
+        base.cache_features(prompts + data["test"], progress=progress)
+    model, hook = trained_model(spec, base)
+    step = spec.eval_batch_size
+    batches = [model.collate(prompts[i:i + step]) for i in range(0, len(prompts), step)]
+    weights = torch.stack(list(calibrate_static_router(model, batches).values())).float()  # (layers, 2)
+    if hook is not None:
+        prepare_reparam(model)  # the merge plan of the calibrated routers: one shared weight per layer
+    texts = generate_texts(model, data["test"], batch_size=spec.eval_batch_size, max_new_tokens=spec.max_new_tokens,
+                           after_prefill=hook, progress=progress, desc=f"eval {spec.task} (static router)")
+    metrics = summarise(spec.task, score(spec.task, data["test"], texts))
+    # how far the calibrated mix of the two paths is from even: near 0, a fixed router changes little
+    result = {"calibration": len(prompts), "merged": hook is not None,
+              "router_first_path_min": float(weights[:, 0].min()), "router_first_path_max": float(weights[:, 0].max()),
+              **metrics}
+    io.write_json(path, result)
+    return result

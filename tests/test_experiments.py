@@ -257,3 +257,16 @@ def test_trained_model_rebuilds_what_was_evaluated_and_time_runs_times_it(factor
     assert df.kv_cache_bytes.iloc[1] < df.kv_cache_bytes.iloc[0]  # 2 of 4 attentions skipped: a smaller cache
     with pytest.raises(ExperimentError, match="not finished"):
         experiments.time_runs({"new": spec(**{**EAS, "selector": "last", "seed": 9})}, model_factory=factory)
+
+
+def test_static_router_accuracy_of_a_finished_run(factory, monkeypatch):
+    s = spec(**{**EAS, "selector": "last"})
+    run_experiment(s, model_factory=factory, progress=False)
+    result = experiments.evaluate_static_router(s, calibration=8, model_factory=factory)
+    assert result["calibration"] == 8 and result["merged"] and 0.0 <= result["Avg"] <= 100.0
+    assert 0.0 <= result["router_first_path_min"] <= result["router_first_path_max"] <= 1.0
+    assert (s.run_dir() / "static_router-8.json").exists()
+    monkeypatch.setattr(experiments, "generate_texts", lambda *a, **k: pytest.fail("recomputed a stored result"))
+    assert experiments.evaluate_static_router(s, calibration=8, model_factory=factory) == result
+    with pytest.raises(ExperimentError, match="needs an EAS run"):
+        experiments.evaluate_static_router(spec(method="lora", method_options={"r": 2}), model_factory=factory)
