@@ -584,13 +584,7 @@ def load(model: nn.Module, path: str | Path) -> list[nn.Module]:
     method = get_method(meta["method"])
     modules = method.attach(model, method.config_cls.from_dict(meta["config"]))
     stored = load_file(str(Path(path) / WEIGHTS_FILE))
-    own = trainable_parameters(model)
-    missing, unexpected = sorted(set(own) - set(stored)), sorted(set(stored) - set(own))
-    if missing or unexpected:
-        raise BaselineError(f"checkpoint {path} does not match: missing {missing}, unexpected {unexpected}.")
-    with torch.no_grad():
-        for k, p in own.items():
-            p.copy_(stored[k].to(p.device, p.dtype))
+    io.copy_tensors_into(trainable_parameters(model), stored, path, BaselineError)
     return modules
 
 

@@ -705,16 +705,15 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
     data = load_data(spec)
     prompts = data["train"][:calibration]
     if hasattr(base, "cache_features"):
-        base.cache_features(prompts + data["test"], progress=progress)
+        base.cache_features(prompts, progress=progress)  # the test set's are loaded by evaluate_model
     model, hook = trained_model(spec, base)
     step = spec.eval_batch_size
     batches = [model.collate(prompts[i:i + step]) for i in range(0, len(prompts), step)]
     weights = torch.stack(list(calibrate_static_router(model, batches).values())).float()  # (layers, 2)
     if hook is not None:
         prepare_reparam(model)  # the merge plan of the calibrated routers: one shared weight per layer
-    texts = generate_texts(model, data["test"], batch_size=spec.eval_batch_size, max_new_tokens=spec.max_new_tokens,
-                           after_prefill=hook, progress=progress, desc=f"eval {spec.task} (static router)")
-    metrics = summarise(spec.task, score(spec.task, data["test"], texts))
+    _, metrics, _ = evaluate_model(model, spec, data["test"], progress)
+    metrics.pop("chance")
     # how far the calibrated mix of the two paths is from even: near 0, a fixed router changes little
     result = {"calibration": len(prompts), "merged": hook is not None,
               "router_first_path_min": float(weights[:, 0].min()), "router_first_path_max": float(weights[:, 0].max()),

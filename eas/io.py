@@ -88,6 +88,20 @@ def save_tensors(path: str | os.PathLike, tensors: dict, metadata: dict[str, str
     return Path(path)
 
 
+def copy_tensors_into(own: dict, stored: dict, source, error: type[Exception] = ValueError) -> None:
+    """Copy `stored` into the tensors `own` (name -> tensor, moved to each one's device and dtype), only if
+    both name exactly the same tensors: a checkpoint that does not match its model is an error, never a
+    partial load."""
+    import torch
+
+    missing, unexpected = sorted(set(own) - set(stored)), sorted(set(stored) - set(own))
+    if missing or unexpected:
+        raise error(f"checkpoint {source} does not match: missing {missing}, unexpected {unexpected}.")
+    with torch.no_grad():
+        for name, t in own.items():
+            t.copy_(stored[name].to(t.device, t.dtype))
+
+
 def save_frame(path: str | os.PathLike, frame) -> Path:
     """Save a pandas DataFrame as CSV atomically."""
     with atomic_path(path) as tmp:

@@ -190,12 +190,7 @@ def _save_checkpoint(run_dir: Path, step: int, params: dict, optimizer, schedule
 def load_tensors_into(params: dict[str, nn.Parameter], path: Path) -> None:
     from safetensors.torch import load_file
 
-    stored = load_file(str(path))
-    if set(stored) != set(params):
-        raise ValueError(f"{path} holds parameters {sorted(stored)}, the model trains {sorted(params)}")
-    with torch.no_grad():
-        for k, p in params.items():
-            p.copy_(stored[k].to(p.device, p.dtype))
+    io.copy_tensors_into(params, load_file(str(path)), path)
 
 
 def _torch_rng_state() -> dict:

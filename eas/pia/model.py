@@ -180,13 +180,7 @@ def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
     for name, adapter in named_adapters(model).items():
         if f"{name}.static_alpha" in state:  # a calibrated task-level router: give the buffer a slot
             adapter.static_alpha = torch.zeros(2, dtype=adapter.down1.weight.dtype, device=adapter.down1.weight.device)
-    own = adapter_state_dict(model)
-    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise PIAError(f"checkpoint {path} does not match: missing {missing}, unexpected {unexpected}.")
-    with torch.no_grad():
-        for k, t in own.items():
-            t.copy_(state[k])
+    io.copy_tensors_into(adapter_state_dict(model), state, path, PIAError)
     return adapters
 
 
