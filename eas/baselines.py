@@ -387,7 +387,7 @@ def _prefix_pre_hook(prefix_len: int):
     from transformers import DynamicCache
 
     def hook(text_model, args, kwargs):
-        cache = kwargs.get("past_key_values")
+        cache = kwargs.get("cache")
         if cache is None or (getattr(cache, "_eas_prefix_len", 0) == 0 and cache.get_seq_length() == 0):
             inputs = kwargs.get("inputs_embeds")
             inputs = inputs if inputs is not None else kwargs.get("input_ids", args[0] if args else None)
@@ -402,7 +402,7 @@ def _prefix_pre_hook(prefix_len: int):
                                         "when MAM was attached): attach MAM again after changing the skips.")
                 cache.update(*prefix.expanded(batch), blk.block.self_attn.layer_idx)
             cache._eas_prefix_len = prefix_len
-            kwargs["past_key_values"] = cache
+            kwargs["cache"] = cache
         if getattr(cache, "_eas_prefix_len", 0):
             mask = kwargs.get("attention_mask")
             if mask is not None:

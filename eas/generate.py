@@ -33,7 +33,7 @@ def prefill(model, batch):
 
 @torch.no_grad()
 def decode_step(model, token: torch.Tensor, attention_mask: torch.Tensor, cache):
-    hidden, cache = model(token[:, None], attention_mask, None, past_key_values=cache, use_cache=True)
+    hidden, cache = model(token[:, None], attention_mask, None, cache=cache, use_cache=True)
     return model.lm_head(hidden[:, -1]).argmax(-1), cache
 
 

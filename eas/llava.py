@@ -2,7 +2,7 @@
 
 The study's code (generation, training, probes, measurement) talks to a model through a handful
 of members: `collate(examples, with_target)`, `forward(input_ids, attention_mask, image_features,
-past_key_values, use_cache) -> (hidden, cache)`, `lm_head`, `tokenizer`, `eos_token_id`, `config`.
+cache, use_cache) -> (hidden, cache)`, `lm_head`, `tokenizer`, `eos_token_id`, `config`.
 `LlavaTarget` provides them for a real LLaVA checkpoint (e.g. `llava-hf/llava-1.5-7b-hf` where a
 hub or a local copy is available), so the notebooks run on it unchanged: pass its path as `model`.
 """
@@ -70,7 +70,7 @@ class LlavaTarget(nn.Module):
         ids, attn, prompt_mask, labels = left_pad(rows, prompt_lens, self.pad_token_id, with_target)
         return Batch(ids, attn, prompt_mask, torch.stack(pixels) if pixels else None, labels)
 
-    def forward(self, input_ids, attention_mask, image_features=None, past_key_values=None, use_cache: bool = False):
+    def forward(self, input_ids, attention_mask, image_features=None, cache=None, use_cache: bool = False):
         """`image_features` carries pixel values here; LlavaModel splices the projected CLIP
         features into the image-token slots itself."""
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
@@ -78,6 +78,6 @@ class LlavaTarget(nn.Module):
         out = self.model.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
             pixel_values=None if image_features is None else image_features.to(dtype),
-            past_key_values=past_key_values, use_cache=use_cache,
+            cache=cache, use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache

@@ -2,7 +2,7 @@
 
 Everything here works on a *generation target*: an object with
 
-    forward(input_ids, attention_mask, image_features=None, past_key_values=None, use_cache=False)
+    forward(input_ids, attention_mask, image_features=None, cache=None, use_cache=False)
         -> (final hidden states of the new tokens, cache)
     lm_head, eos_token_id
 
@@ -64,15 +64,15 @@ class CausalLMTarget(nn.Module):
     def config(self):
         return arch.text_config(self.model)
 
-    def forward(self, input_ids, attention_mask, image_features=None, past_key_values=None, use_cache=False):
+    def forward(self, input_ids, attention_mask, image_features=None, cache=None, use_cache=False):
         if image_features is not None:
             raise ValueError("CausalLMTarget runs the language model only; pass token ids, not image features.")
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         out = arch.text_model(self.model)(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
-            past_key_values=past_key_values, use_cache=use_cache,
+            cache=cache, use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
 
 def model_of(target) -> nn.Module:

@@ -272,7 +272,7 @@ class MiniLlava(nn.Module):
             embeds[slots] = visual[has].reshape(-1, embeds.shape[-1])
         return embeds
 
-    def forward(self, input_ids, attention_mask, image_features=None, past_key_values=None,
+    def forward(self, input_ids, attention_mask, image_features=None, cache=None,
                 use_cache: bool = False, prompt_mask=None):
         """Final hidden states (after the last norm) of the new tokens, and the cache.
 
@@ -283,14 +283,14 @@ class MiniLlava(nn.Module):
             from .pia.context import prompt_context
 
             with prompt_context(prompt_mask, attention_mask):
-                return self.forward(input_ids, attention_mask, image_features, past_key_values, use_cache)
+                return self.forward(input_ids, attention_mask, image_features, cache, use_cache)
         embeds = self.embed(input_ids, image_features)
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)[:, -input_ids.shape[1]:]
         out = self.language_model.model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=positions,
-            past_key_values=past_key_values, use_cache=use_cache,
+            cache=cache, use_cache=use_cache,
         )
-        return out.last_hidden_state, out.past_key_values
+        return out.last_hidden_state, out.cache
 
     # --- trained parts
     def save_projector(self, path: str | Path, extra: dict | None = None) -> Path:

@@ -366,7 +366,7 @@ def forced_decode_logits(model: nn.Module, batch, answers: torch.Tensor, after_p
     try:
         for j in range(answers.shape[1] - 1):
             mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-            hidden, cache = model(answers[:, j : j + 1], mask, None, past_key_values=cache, use_cache=True)
+            hidden, cache = model(answers[:, j : j + 1], mask, None, cache=cache, use_cache=True)
             out.append(model.lm_head(hidden[:, -1]))
     finally:
         if callable(undo):

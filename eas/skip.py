@@ -110,7 +110,7 @@ class EASBlock(nn.Module):
         self.layer_adapter: nn.Module | None = None
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None,
-                past_key_values=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:
+                cache=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:
         x = hidden_states
         if self.skip_attn and self.skip_ffn:
             return x if self.layer_adapter is None else x + self.layer_adapter(x)
@@ -121,7 +121,7 @@ class EASBlock(nn.Module):
                 n = n + self.attn_adapter(n)
             a, _ = parts.attn(
                 hidden_states=n, attention_mask=attention_mask, position_ids=position_ids,
-                past_key_values=past_key_values, use_cache=use_cache,
+                cache=cache, use_cache=use_cache,
                 position_embeddings=position_embeddings, **kwargs,
             )
             x = x + a

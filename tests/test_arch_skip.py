@@ -99,7 +99,7 @@ def test_skipped_attention_is_never_called_and_holds_no_cache():
     out = model(torch.randint(2, 128, (1, 5)), use_cache=True)
     assert sorted(map(str, called)) == ["1", "3", "norm1", "norm3"]
     full = tiny("llama")(torch.randint(2, 128, (1, 5)), use_cache=True)
-    assert skip.kv_cache_bytes(out.past_key_values) * 2 == skip.kv_cache_bytes(full.past_key_values)
+    assert skip.kv_cache_bytes(out.cache) * 2 == skip.kv_cache_bytes(full.cache)
 
 
 @pytest.mark.parametrize("bad, message", [

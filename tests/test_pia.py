@@ -77,7 +77,7 @@ def cached_forced_logits(model, prompt: Batch, answers: torch.Tensor, after_pref
     out, mask = [model.lm_head(hidden[:, -1])], prompt.attention_mask
     for j in range(answers.shape[1] - 1):
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
-        hidden, cache = model(answers[:, j : j + 1], mask, past_key_values=cache, use_cache=True)
+        hidden, cache = model(answers[:, j : j + 1], mask, cache=cache, use_cache=True)
         out.append(model.lm_head(hidden[:, -1]))
     if undo:
         undo()

@@ -106,7 +106,7 @@ def test_decoding_runs_the_plain_skipped_model(tokenizer):
     with torch.no_grad():
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(3, 1)], 1)
         _, cache = model(batch.input_ids, batch.attention_mask, use_cache=True)  # cache for a decode step
-        model(torch.full((3, 1), 50), mask, past_key_values=cache, use_cache=True)
+        model(torch.full((3, 1), 50), mask, cache=cache, use_cache=True)
     assert len(calls) == n_prefill
     undo()
     assert all(layers[i].block.mlp is originals[i][0] for i in range(4))
@@ -182,7 +182,7 @@ def test_qwen2_qkv_biases_merge_exactly():
             with prompt_context(torch.ones(2, 6, dtype=torch.bool)):
                 out = model(ids, use_cache=True)
             undo = reparam.merge_after_prefill(model) if merge else None
-            logits = model(nxt, past_key_values=out.past_key_values, use_cache=True).logits
+            logits = model(nxt, cache=out.cache, use_cache=True).logits
             if undo:
                 undo()
             return logits
@@ -213,7 +213,7 @@ def test_tiny_llava_for_conditional_generation_merges_exactly():
             with prompt_context(torch.ones(2, 10, dtype=torch.bool)):
                 out = model(input_ids=ids, pixel_values=pixels, use_cache=True)
             undo = reparam.merge_after_prefill(model) if merge else None
-            logits = model(input_ids=ids[:, :1], past_key_values=out.past_key_values, use_cache=True).logits
+            logits = model(input_ids=ids[:, :1], cache=out.cache, use_cache=True).logits
             if undo:
                 undo()
             return logits
