@@ -32,3 +32,28 @@ import warnings
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
+
+# What a result depends on; printed by every notebook (eas.profiles.notebook_params) and kept in the
+# executed copies' metadata (eas.notebooks), so a figure can be traced to the stack that made it.
+STACK = ("torch", "transformers", "peft", "accelerate", "safetensors", "numpy", "pandas", "papermill")
+
+
+def versions() -> dict[str, str]:
+    """Versions of eas, Python and the libraries in STACK, and the device torch computes on."""
+    import platform
+    from importlib import metadata
+
+    out = {"eas": __version__, "python": platform.python_version()}
+    for name in STACK:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    import torch
+
+    out["device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
+    return out
+
+
+def versions_line() -> str:
+    return " | ".join(f"{k} {v}" for k, v in versions().items())

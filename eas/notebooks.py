@@ -37,8 +37,20 @@ def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel:
     tmp = output_dir / f".{name}.running.ipynb"
     pm.execute_notebook(str(SOURCE_DIR / f"{name}.ipynb"), str(tmp), parameters=params, kernel_name=kernel,
                         cwd=str(SOURCE_DIR), progress_bar=False, log_output=True)
+    record_environment(tmp, profile)
     tmp.replace(out)  # only a notebook that ran to the end replaces the previous copy
     return out
+
+
+def record_environment(path: Path, profile: str) -> None:
+    """Keep the profile and the library versions in the executed notebook's metadata."""
+    import nbformat
+
+    from . import versions
+
+    nb = nbformat.read(str(path), as_version=4)
+    nb.metadata["eas"] = {"profile": profile, "versions": versions()}
+    nbformat.write(nb, str(path))
 
 
 def main(argv=None) -> int:

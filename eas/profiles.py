@@ -184,6 +184,9 @@ def notebook_params(notebook: str, namespace: dict):
             check_model_name(params.model)
         except ValueError as err:
             raise ParameterError(f"parameter model: {err}") from None
+    from . import versions_line
+
+    print(versions_line())  # every executed notebook records the stack it ran on
     return params
 
 
