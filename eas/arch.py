@@ -77,14 +77,29 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 
 def family(model: nn.Module) -> str:
-    """The supported family name of `model`, or a clear error naming the supported ones."""
-    name = type(unwrap(model)).__name__
+    """The supported family name of `model`, or a clear error naming the supported ones.
+
+    A subclass of a supported class counts as that family: eas.hf's exported EAS models
+    (EasLlamaForCausalLM(LlamaForCausalLM), ...) keep their base class's layout."""
+    classes = type(unwrap(model)).__mro__
+    name = next((c.__name__ for c in classes if c.__name__ in _TEXT_MODEL_PATH), classes[0].__name__)
     if name not in _TEXT_MODEL_PATH:
         raise UnsupportedModelError(
             f"{name} is not a supported model family; expected one of {', '.join(SUPPORTED_FAMILIES)} "
             "(decoder blocks laid out as input_layernorm/self_attn/post_attention_layernorm/mlp)."
         )
     return name
+
+
+def transformers_model(model: nn.Module) -> nn.Module:
+    """The transformers PreTrainedModel that holds the decoder: the model itself, MiniLlava's
+    language model, or the model inside a CausalLMTarget / LlavaTarget (what eas.export writes)."""
+    model = unwrap(model)
+    if family(model) == "MiniLlava":
+        return model.language_model
+    if family(model) == "LlavaTarget":
+        return model.model
+    return model
 
 
 def text_model(model: nn.Module) -> nn.Module:
