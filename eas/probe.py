@@ -67,29 +67,53 @@ def teacher_forced_scores(model, batches) -> dict[str, float]:
     return {"loss": total[0] / total[2], "token_acc": 100.0 * total[1] / total[2]}
 
 
+def probe_batches(model, examples, batch_size: int = 8, progress: bool = True) -> list:
+    """Teacher-forced batches for the probes. Sorting by length first keeps padding (wasted
+    layer work on every configuration) small; the vision features are computed once here."""
+    if not examples:
+        raise ValueError("the removal probe needs at least one example")
+    model.cache_features(examples, progress=progress)
+    ordered = sorted(examples, key=lambda e: len(e.prompt) + len(e.target))
+    return [model.collate(ordered[i : i + batch_size], with_target=True) for i in range(0, len(ordered), batch_size)]
+
+
+@torch.no_grad()
+def trial_scores(model, batches, base: skip.SkipSet, trials, bar=None) -> list[list]:
+    """Summed answer-token [loss, correct, count] of each trial over `batches`.
+
+    A trial is (skip set, first layer where it differs from `base`). The base configuration's layer
+    inputs are recorded once per batch and each trial re-runs only the layers from its first
+    difference on: that is exact only if the trial agrees with `base` on every earlier layer, which
+    the callers guarantee (a trial adds one removal to `base`). Leaves `base` applied.
+    """
+    totals = [[0.0, 0, 0] for _ in trials]
+    for batch in batches:
+        skip.apply_skips(model, base)
+        records = record_layer_inputs(model, batch)
+        for j, (skips, start) in enumerate(trials):
+            skip.apply_skips(model, skips)
+            scores = scores_from_layer(model, records, max(start, 0), batch.labels)
+            totals[j] = [a + b for a, b in zip(totals[j], scores)]
+            if bar is not None:
+                bar.update(1)
+        del records
+    skip.apply_skips(model, base)
+    return totals
+
+
 def removal_probe(model, examples, *, kinds=("mha", "ffn"), batch_size: int = 8,
                   progress: bool = True) -> pd.DataFrame:
     """One row per (kind, layer) plus a `none` baseline row; restores the model's skip set."""
     for kind in kinds:
         skip.check_kind(kind)
-    if not examples:
-        raise ValueError("the removal probe needs at least one example")
-    model.cache_features(examples, progress=progress)
-    ordered = sorted(examples, key=lambda e: len(e.prompt) + len(e.target))
-    batches = [model.collate(ordered[i : i + batch_size], with_target=True) for i in range(0, len(ordered), batch_size)]
+    batches = probe_batches(model, examples, batch_size, progress)
     before = skip.current_skips(model)
-    skip.apply_skips(model, skip.SkipSet())
     configs = [("none", -1)] + [(k, i) for k in kinds for i in range(arch.num_layers(model))]
-    totals = {c: [0.0, 0, 0] for c in configs}
+    trials = [(skip.SkipSet() if kind == "none" else skip.SkipSet.of(kind, [layer]), layer) for kind, layer in configs]
     try:
-        for batch in tqdm(batches, desc=f"removal probe ({len(configs)} configurations)", disable=not progress):
-            records = record_layer_inputs(model, batch)
-            for kind, layer in configs:
-                skips = skip.SkipSet() if kind == "none" else skip.SkipSet.of(kind, [layer])
-                skip.apply_skips(model, skips)
-                scores = scores_from_layer(model, records, max(layer, 0), batch.labels)
-                totals[(kind, layer)] = [a + b for a, b in zip(totals[(kind, layer)], scores)]
-            del records
+        with tqdm(total=len(batches) * len(trials), desc=f"removal probe ({len(configs)} configurations)",
+                  disable=not progress) as bar:
+            totals = dict(zip(configs, trial_scores(model, batches, skip.SkipSet(), trials, bar)))
     finally:
         skip.apply_skips(model, before)
     frame = pd.DataFrame([{"kind": k, "layer": i, "loss": t[0] / t[2], "token_acc": 100.0 * t[1] / t[2]}

@@ -5,7 +5,10 @@
     attention_drop    cos(x, x + Attn(norm_a x)) per layer: a sub-block that barely turns the residual
                       stream is redundant (high similarity = skip first); kind "mha" or "ffn"
     block_influence   1 - cos(block input, block output) per layer: low influence = skip first;
-                      kind "layer" (whole block) or a sub-block ("mha", "ffn")
+                      kind "layer" (whole block) or a sub-block ("mha", "ffn"). For an MHA it is exactly
+                      1 - attention drop's score, so it ranks MHAs identically: use it for layers (DAS)
+    greedy            SLEB-style greedy removal, training-free: k rounds, each removes the candidate whose
+                      removal (given those already removed) raises the held-out answer loss least
     bandit            the finished EAS / DAS search (eas.bandit.BanditSearch): lowest preference first
 
 The similarity selectors need no training: one no-grad forward per batch with hooks on the EASBlocks,
@@ -23,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arch
+from . import skip as skip_mod
 from .bandit import candidate_skip_set, check_k, lowest_k, num_candidates
 from .skip import SkipError, SkipSet, check_kind, eas_blocks
 
@@ -38,13 +42,18 @@ class Selection:
     scores: tuple[float, ...]
     ranking: tuple[int, ...]
     chosen: tuple[int, ...]
+    trace: tuple = ()  # selectors that work in rounds (greedy): one dict per round
+
 
     def skip_set(self) -> SkipSet:
         return candidate_skip_set(self.chosen, self.kind, self.n_layers)
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "kind": self.kind, "n_layers": self.n_layers, "scores": list(self.scores),
-                "ranking": list(self.ranking), "chosen": list(self.chosen)}
+        out = {"name": self.name, "kind": self.kind, "n_layers": self.n_layers, "scores": list(self.scores),
+               "ranking": list(self.ranking), "chosen": list(self.chosen)}
+        if self.trace:
+            out["trace"] = [dict(t) for t in self.trace]
+        return out
 
 
 def _check_k(k, kind: str, n_layers: int) -> int:
@@ -204,3 +213,84 @@ def block_influence(target, examples, kind: str = "layer", k: int | None = None,
     sim = layer_similarities(target, examples, kind, batch_size)
     influence = 1.0 - sim
     return _select("block_influence", kind, len(sim), influence, np.nan_to_num(influence, nan=np.inf), k)
+
+
+# ----------------------------------------------------------------------------- greedy removal
+
+def _candidate_layer(c: int, kind: str, n_layers: int) -> int:
+    return c % n_layers if kind == "mha_or_ffn" else c
+
+
+def greedy(model, examples, kind: str = "mha", k: int | None = None, batch_size: int = 8,
+           progress: bool = True) -> Selection:
+    """Greedy removal without training (as SLEB does for whole blocks): in each of k rounds, remove the
+    candidate whose removal, on top of those already removed, gives the lowest teacher-forced answer
+    loss on `examples` (a held-out set). Ties go to the lower index, so the result is deterministic.
+
+    Cost: k rounds x (candidates left) loss evaluations on the held-out batches, each re-running only
+    the layers from the candidate's own on (eas.probe.trial_scores), logits only at answer tokens;
+    plus one unmodified forward per batch and round. Keep `examples` small (the spec's `heldout`).
+
+    `scores[c]`: the held-out loss after removing c in the round it was removed; for a candidate never
+    removed, the loss its removal would have given in the last round (nan if it was never allowed).
+    `ranking`: the removal order, then the others by that last-round loss. `trace`: per round, the
+    loss of every candidate tried. The model's own skip set is restored afterwards.
+    """
+    from tqdm import tqdm  # text bars: they also reach papermill's log and the book
+
+    from . import probe
+
+    num_candidates(kind, 1)  # an unknown kind fails here, before any work
+    n = len(eas_blocks(model))  # a MiniLlava-like model: the probe collates and caches image features
+    if k is None:
+        raise SkipError("greedy removal needs k (the number of rounds, i.e. modules to skip).")
+    k = _check_k(k, kind, n)
+    n_cand = num_candidates(kind, n)
+    batches = probe.probe_batches(model, list(examples), batch_size, progress)
+    before = skip_mod.current_skips(model)
+    removed: list[int] = []
+    trace = []
+    last_losses = np.full(n_cand, np.nan)
+    was_training = model.training
+    model.eval()
+    try:
+        with tqdm(total=None, desc=f"greedy removal of {k} {kind}", disable=not progress) as bar:
+            base_loss = None
+            for step in range(k):
+                base = candidate_skip_set(removed, kind, n)
+                cands = []
+                for c in range(n_cand):
+                    if c in removed:
+                        continue
+                    try:
+                        cands.append((c, candidate_skip_set([*removed, c], kind, n)))
+                    except SkipError:  # would remove the last attention
+                        continue
+                trials = [(skips, _candidate_layer(c, kind, n)) for c, skips in cands]
+                if step == 0:  # the unmodified model's loss, for the trace's first row
+                    trials.append((base, 0))
+                bar.total = (bar.total or 0) + len(trials) * len(batches)
+                bar.refresh()
+                totals = probe.trial_scores(model, batches, base, trials, bar)
+                losses = [t[0] / t[2] for t in totals]
+                if step == 0:
+                    base_loss = losses.pop()
+                best = min(range(len(cands)), key=lambda j: (losses[j], cands[j][0]))
+                last_losses[:] = np.nan
+                for (c, _), loss in zip(cands, losses):
+                    last_losses[c] = loss
+                picked = cands[best][0]
+                removed.append(picked)
+                trace.append({"step": step, "removed": picked, "loss": losses[best],
+                              "loss_before": base_loss if step == 0 else trace[-1]["loss"],
+                              "candidates": [c for c, _ in cands], "losses": losses})
+                bar.set_postfix(removed=picked, loss=f"{losses[best]:.3f}")
+    finally:
+        skip_mod.apply_skips(model, before)
+        model.train(was_training)
+    scores = last_losses.copy()
+    for t in trace:
+        scores[t["removed"]] = t["loss"]
+    rest = [c for c in np.argsort(np.nan_to_num(last_losses, nan=np.inf), kind="stable").tolist() if c not in removed]
+    return Selection("greedy", kind, n, tuple(float(x) for x in scores), tuple(removed) + tuple(rest),
+                     tuple(sorted(removed)), tuple(trace))

@@ -133,3 +133,104 @@ def test_works_on_a_plain_causal_lm():
     plant(target.model, o_proj=[2])
     sel = selectors.attention_drop(target, [make_batch(), make_batch(seed=1, lens=(4, 6))], k=1)
     assert sel.chosen == (2,) and len(sel.scores) == 4
+
+
+# ----------------------------------------------------------------------------- greedy removal
+
+def qa_examples(n=5):
+    from eas.data import Example
+
+    return [Example(str(i), f"Question {i}: what is {i} plus {i}?" + " please" * i, f"It is {2 * i}.",
+                    str(2 * i), None) for i in range(n)]
+
+
+def heldout_loss(model, skips, examples, batch_size=2):
+    from eas import probe
+    from eas.skip import apply_skips
+
+    before = apply_skips(model, skips)
+    try:
+        return probe.teacher_forced_scores(model, probe.probe_batches(model, examples, batch_size, False))["loss"]
+    finally:
+        apply_skips(model, SkipSet())
+        del before
+
+
+@pytest.mark.parametrize("kind", ["mha", "ffn", "layer", "mha_or_ffn"])
+def test_greedy_each_round_is_the_brute_force_best(tiny_mini_llava, kind):
+    from eas.bandit import candidate_skip_set, num_candidates
+
+    m, exs, n = tiny_mini_llava, qa_examples(), 4
+    k = 3
+    sel = selectors.greedy(m, exs, kind=kind, k=k, batch_size=2, progress=False)
+    assert sel.name == "greedy" and len(sel.chosen) == k == len(set(sel.chosen)) and len(sel.trace) == k
+    assert all(0 <= c < num_candidates(kind, n) for c in sel.chosen)
+    assert sel.ranking[:k] == tuple(t["removed"] for t in sel.trace)
+    removed = []
+    for t in sel.trace:  # every round, by full forwards of every allowed candidate
+        full = {}
+        for c in range(num_candidates(kind, n)):
+            if c in removed:
+                continue
+            try:
+                skips = candidate_skip_set([*removed, c], kind, n)
+            except SkipError:
+                continue
+            full[c] = heldout_loss(m, skips, exs)
+        assert t["candidates"] == sorted(full)
+        np.testing.assert_allclose(t["losses"], [full[c] for c in sorted(full)], rtol=1e-5, atol=1e-6)
+        assert t["removed"] == min(full, key=lambda c: (full[c], c))
+        removed.append(t["removed"])
+    assert heldout_loss(m, sel.skip_set(), exs) == pytest.approx(sel.trace[-1]["loss"], rel=1e-5)
+
+
+def test_greedy_first_pick_is_the_probe_best_and_beats_single_removal_top2(tiny_mini_llava):
+    from eas import probe
+
+    m, exs = tiny_mini_llava, qa_examples()
+    frame = probe.removal_probe(m, exs, kinds=("mha",), batch_size=2, progress=False)
+    single = frame[frame.kind == "mha"].sort_values(["loss", "layer"], kind="stable")
+    sel = selectors.greedy(m, exs, kind="mha", k=2, batch_size=2, progress=False)
+    assert sel.trace[0]["removed"] == int(single.layer.iloc[0])
+    assert sel.trace[0]["loss_before"] == pytest.approx(float(frame.loss.iloc[0]), rel=1e-6)
+    # round 2 minimises over a set that includes the second-best single removal: never worse for k=2
+    top2 = SkipSet(mha=tuple(int(i) for i in single.layer.iloc[:2]))
+    assert heldout_loss(m, sel.skip_set(), exs) <= heldout_loss(m, top2, exs) + 1e-6
+
+
+def test_greedy_is_deterministic_and_restores_skips(tiny_mini_llava):
+    from eas.skip import apply_skips, current_skips
+
+    m, exs = tiny_mini_llava, qa_examples()
+    apply_skips(m, SkipSet(ffn=(1,)))
+    a = selectors.greedy(m, exs, k=2, batch_size=2, progress=False)
+    assert current_skips(m) == SkipSet(ffn=(1,))
+    b = selectors.greedy(m, exs, k=2, batch_size=3, progress=False)  # other batching, same answer
+    assert a.chosen == b.chosen and a.ranking == b.ranking
+    np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+    assert a.to_dict()["trace"][0]["removed"] == a.ranking[0]
+
+
+def test_greedy_never_picks_worse_than_a_planted_dead_attention(tiny_mini_llava):
+    m = tiny_mini_llava
+    plant(m, o_proj=[2])  # removing it changes nothing (a random model may even gain from other removals)
+    sel = selectors.greedy(m, qa_examples(), k=1, batch_size=2, progress=False)
+    first = sel.trace[0]
+    assert first["losses"][first["candidates"].index(2)] == pytest.approx(first["loss_before"], abs=1e-6)
+    assert first["loss"] <= first["loss_before"] + 1e-6 and sel.scores[2] == pytest.approx(first["loss_before"])
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"k": 4}, "cannot skip k=4 mha"),  # 4 layers: one attention must stay
+    ({"k": 0}, "k must be a positive integer"),
+    ({"k": None}, "needs k"),
+    ({"k": 1, "kind": "head"}, "unknown candidate kind 'head'"),
+])
+def test_greedy_errors(tiny_mini_llava, kwargs, match):
+    with pytest.raises(SkipError, match=match):
+        selectors.greedy(tiny_mini_llava, qa_examples(2), progress=False, **kwargs)
+
+
+def test_greedy_needs_examples(tiny_mini_llava):
+    with pytest.raises(ValueError, match="at least one example"):
+        selectors.greedy(tiny_mini_llava, [], k=1, progress=False)
