@@ -3,7 +3,15 @@
 `train(model, examples, config, run_dir=...)` updates exactly the parameters with `requires_grad=True`
 (adapters, a projector, ...) with AdamW under a linear warm-up + cosine schedule, on the answer tokens
 only (`answer_loss`). It is built on HF Accelerate, so the same loop runs on the CPU here and unchanged
-under `accelerate launch` on several GPUs (each process takes its own slice of every batch).
+under `accelerate launch` on several processes or GPUs.
+
+Several processes compute the same optimizer steps as one (tests/test_accelerate.py checks it with two
+gloo processes on the CPU: `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`;
+accelerate 1.x's `--cpu --num_processes 2` starts one process unless mpirun is set up). `batch_size`
+is the global micro-batch, and each process
+takes its own slice of it; the loss of a step is the mean over every answer token of the global batch
+(all micro-batches, all processes), so neither the number of processes nor `grad_accum` re-weights
+examples with longer or shorter answers. Only float summation order differs.
 
 Reproducibility and restarts:
     - the data order is a pure function of (seed, step): epoch e is a fresh permutation drawn from
@@ -31,6 +39,7 @@ from __future__ import annotations
 import functools
 import json
 import math
+import os
 import shutil
 import time
 from contextlib import nullcontext
@@ -64,7 +73,7 @@ class TrainConfig:
     epochs: float | None = None
     warmup_steps: int = 0
     warmup_ratio: float | None = None  # if set, overrides warmup_steps as a fraction of all steps
-    batch_size: int = 8  # per process and micro-batch
+    batch_size: int = 8  # examples per micro-batch over all processes (each takes batch_size / world)
     grad_accum: int = 1  # micro-batches per optimizer step
     max_grad_norm: float | None = 1.0
     seed: int = 0
@@ -82,10 +91,10 @@ class TrainConfig:
         if self.warmup_steps < 0 or self.warmup_ratio is not None and not 0 <= self.warmup_ratio < 1:
             raise ValueError(f"bad warm-up: warmup_steps={self.warmup_steps}, warmup_ratio={self.warmup_ratio}")
 
-    def total_steps(self, n_examples: int, world: int = 1) -> int:
+    def total_steps(self, n_examples: int) -> int:
         if self.steps is not None:
             return self.steps
-        per_step = self.batch_size * self.grad_accum * world
+        per_step = self.batch_size * self.grad_accum
         return max(1, math.ceil(self.epochs * n_examples / per_step))
 
     def warmup(self, total: int) -> int:
@@ -140,6 +149,13 @@ def batch_indices(n: int, batch_size: int, micro: int, seed: int, rank: int = 0,
     """Example indices of micro-batch `micro` on process `rank`: a pure function, so resuming is exact."""
     start = (micro * world + rank) * batch_size
     return [_epoch_order(n, seed, pos // n)[pos % n] for pos in range(start, start + batch_size)]
+
+
+def target_tokens(batch: Batch) -> int:
+    """The tokens a loss on `batch` averages over: answer tokens (shifted labels), or rows without labels."""
+    if batch.labels is None:
+        return int(batch.input_ids.shape[0])
+    return int((batch.labels[:, 1:] != -100).sum())
 
 
 def batch_to(batch: Batch, device) -> Batch:
@@ -208,6 +224,18 @@ def _set_torch_rng_state(state: dict) -> None:
 
 # ----------------------------------------------------------------------------- the loop
 
+def _check_launch(world: int) -> None:
+    """A launcher started several processes but Accelerate sees one: each would train alone on the
+    whole data and they would overwrite each other's run directory. Accelerate 1.x does that under
+    `accelerate launch --multi_gpu` on a machine without GPUs unless ACCELERATE_USE_CPU=1 is set (and
+    `--cpu --num_processes N` starts a single process unless mpirun is configured)."""
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and world == 1:
+        raise RuntimeError(f"{launched} processes were launched (WORLD_SIZE={launched}) but Accelerate runs "
+                           "each one alone; on a CPU-only machine set ACCELERATE_USE_CPU=1, e.g. "
+                           "`ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`.")
+
+
 def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Path | None,
           loss_fn: Callable = answer_loss,
           skip_sampler: Callable[[int, np.random.Generator], SkipSet | None] | None = None,
@@ -253,7 +281,12 @@ def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Pat
     accelerator = Accelerator(step_scheduler_with_optimizer=False,
                               kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     world, rank = accelerator.num_processes, accelerator.process_index
-    total = config.total_steps(len(examples), world)
+    _check_launch(world)
+    if config.batch_size % world:
+        raise ValueError(f"batch_size {config.batch_size} is the global micro-batch: it must be a multiple of "
+                         f"the number of processes ({world}).")
+    per_rank = config.batch_size // world
+    total = config.total_steps(len(examples))
 
     decay = [p for p in params.values() if p.ndim >= 2]
     no_decay = [p for p in params.values() if p.ndim < 2]
@@ -298,18 +331,27 @@ def train(model: nn.Module, examples, config: TrainConfig, *, run_dir: str | Pat
                 row["skips"] = skips.to_dict()
 
         optimizer.zero_grad(set_to_none=True)
-        step_loss = torch.zeros((), device=accelerator.device)
+        batches = []
         for a in range(config.grad_accum):
-            micro = step * config.grad_accum + a
-            idx = batch_indices(len(examples), config.batch_size, micro, config.seed, rank, world)
-            batch = batch_to(model.collate([examples[i] for i in idx], with_target=True), accelerator.device)
+            idx = batch_indices(len(examples), per_rank, step * config.grad_accum + a, config.seed, rank, world)
+            batches.append(batch_to(model.collate([examples[i] for i in idx], with_target=True), accelerator.device))
+        # Each micro-batch's mean loss is weighted by its share of the global batch's answer tokens, so the
+        # step's loss is one mean over all of them; the count needs one all-reduce before the backward passes.
+        counts = [target_tokens(b) for b in batches]
+        global_count = accelerator.reduce(torch.tensor(float(sum(counts)), device=accelerator.device),
+                                          reduction="sum")
+        step_loss = torch.zeros((), device=accelerator.device)
+        for a, (batch, count) in enumerate(zip(batches, counts)):
+            share = count / global_count
             # Gradients are only synchronised across processes on the last micro-batch.
             sync = nullcontext() if a == config.grad_accum - 1 else accelerator.no_sync(wrapped)
             with sync, accelerator.autocast():
                 loss = wrapped(batch)
-                accelerator.backward(loss / config.grad_accum)
-            step_loss += loss.detach() / config.grad_accum
-        step_loss = accelerator.reduce(step_loss, reduction="mean").item()  # every process sees the same value
+                # DDP averages gradients over processes; `* world` turns that average back into the sum
+                # of the token-weighted shares.
+                accelerator.backward(loss * share * world)
+            step_loss += loss.detach() * share
+        step_loss = accelerator.reduce(step_loss, reduction="sum").item()  # every process sees the same value
         if not math.isfinite(step_loss):
             raise TrainingDiverged(step, step_loss)
 
