@@ -8,10 +8,10 @@ under `accelerate launch` on several processes or GPUs.
 Several processes compute the same optimizer steps as one (tests/test_accelerate.py checks it with two
 gloo processes on the CPU: `ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 ...`;
 accelerate 1.x's `--cpu --num_processes 2` starts one process unless mpirun is set up). `batch_size`
-is the global micro-batch, and each process
-takes its own slice of it; the loss of a step is the mean over every answer token of the global batch
-(all micro-batches, all processes), so neither the number of processes nor `grad_accum` re-weights
-examples with longer or shorter answers. Only float summation order differs.
+is the global micro-batch, and each process takes its own slice of it; the loss of a step is the mean
+over every answer token of the global batch (all micro-batches, all processes), so neither the number
+of processes nor `grad_accum` re-weights examples with longer or shorter answers. Only float summation
+order differs.
 
 Reproducibility and restarts:
     - the data order is a pure function of (seed, step): epoch e is a fresh permutation drawn from
