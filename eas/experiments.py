@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -605,6 +606,57 @@ def gap_se(acc_a: float, acc_b: float, n: int) -> float:
     return 100 * math.sqrt(max(pa * (1 - pa), 0.0) / n + max(pb * (1 - pb), 0.0) / n)
 
 
+# ----------------------------------------------------------------------------- paired comparisons of finished runs
+
+GENERATIONS_FILE = "generations.csv"
+
+
+def item_correctness(spec: ExperimentSpec) -> pd.Series:
+    """A finished run's per-item correctness (0/1), indexed by example uid in test-split order, read from its
+    generations.csv: what `compare_runs` pairs two runs on."""
+    path = spec.run_dir() / GENERATIONS_FILE
+    if not (spec.run_dir() / ROW_FILE).exists() or not path.exists():
+        raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}, seed {spec.seed}) is not finished: "
+                              "run it first.")
+    frame = pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
+    return pd.Series(frame.correct.astype(bool).astype(int).to_numpy(), index=frame.uid, name=spec.key())
+
+
+def _aligned(specs_a: list, specs_b: list) -> tuple:
+    if not specs_a or not specs_b:
+        raise ExperimentError("compare needs at least one finished run on each side.")
+    tasks = {(s.task, s.data_seed, json.dumps(s.sizes, sort_keys=True)) for s in [*specs_a, *specs_b]}
+    if len(tasks) != 1:
+        raise ExperimentError(f"runs on different tasks or test splits cannot be paired: {sorted(tasks)}.")
+    series = [item_correctness(s) for s in [*specs_a, *specs_b]]
+    common = series[0].index
+    for x in series[1:]:
+        common = common[common.isin(x.index)]
+    if len(common) == 0:
+        raise ExperimentError("the runs share no test items.")
+    matrix = np.stack([x.loc[common].to_numpy() for x in series])
+    return matrix[:len(specs_a)], matrix[len(specs_a):]
+
+
+def compare_seeds(specs_a: list, specs_b: list, *, claim: str = "better", margin: float = 0.0,
+                  n_boot: int = 10_000, seed: int = 0, power: float = 0.8) -> dict:
+    """A (one finished run per training seed) against B on the test items they share: one tidy row with the
+    seed-mean difference (points), its 95% interval (a paired bootstrap with one seed each, else seeds then
+    items), p, the smallest difference this budget detects at `power`, and the verdict on `claim`
+    ("better": A better than B; "no_worse": A at most `margin` points worse). See eas.stats."""
+    from . import stats
+
+    A, B = _aligned(list(specs_a), list(specs_b))
+    cmp = stats.seeds_comparison(A, B, n_boot=n_boot, seed=seed, power=power)
+    return {**cmp.to_row(claim=claim, margin=margin), "seeds_list_a": [s.seed for s in specs_a],
+            "seeds_list_b": [s.seed for s in specs_b], "comparison": cmp}
+
+
+def compare_runs(spec_a: ExperimentSpec, spec_b: ExperimentSpec, **kw) -> dict:
+    """`compare_seeds` for one run each: exact McNemar p and the paired item bootstrap."""
+    return compare_seeds([spec_a], [spec_b], **kw)
+
+
 # ----------------------------------------------------------------------------- timing finished runs
 
 def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:
@@ -691,7 +743,8 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
     """Accuracy of a finished EAS run with its routers fixed per task (`reparam.calibrate_static_router`,
     beyond the paper): the router weights averaged over the first `calibration` training prompts, so one
     merged weight serves every prompt. No retraining; the run's own row is left as it is. Stored in the
-    run's directory (static_router-{calibration}.json), so asking again reads it back."""
+    run's directory (static_router-{calibration}.json, its per-example answers beside it in
+    static_router-{calibration}.csv for paired comparisons), so asking again reads it back."""
     from .reparam import calibrate_static_router, prepare_reparam
 
     if spec.method != "eas" or not pia_config(spec).router:
@@ -699,7 +752,7 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
                               f"method {spec.method!r}.")
     _positive_int("calibration", calibration)
     path = spec.run_dir() / f"static_router-{calibration}.json"
-    if path.exists():
+    if path.exists() and path.with_suffix(".csv").exists():
         return json.loads(path.read_text())
     base = build_model(spec, model_factory, progress=progress).eval()
     data = load_data(spec)
@@ -712,7 +765,8 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
     weights = torch.stack(list(calibrate_static_router(model, batches).values())).float()  # (layers, 2)
     if hook is not None:
         prepare_reparam(model)  # the merge plan of the calibrated routers: one shared weight per layer
-    _, metrics, _ = evaluate_model(model, spec, data["test"], progress)
+    per_example, metrics, _ = evaluate_model(model, spec, data["test"], progress)
+    io.save_frame(path.with_suffix(".csv"), per_example)
     metrics.pop("chance")
     # how far the calibrated mix of the two paths is from even: near 0, a fixed router changes little
     result = {"calibration": len(prompts), "merged": hook is not None,
@@ -720,3 +774,13 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
               **metrics}
     io.write_json(path, result)
     return result
+
+
+def static_router_correctness(spec: ExperimentSpec, calibration: int = 64) -> pd.Series:
+    """Per-item correctness (0/1 by uid) of `evaluate_static_router(spec, calibration=...)`, to pair with the
+    run's own per-prompt routing (`item_correctness(spec)`)."""
+    path = spec.run_dir() / f"static_router-{calibration}.csv"
+    if not path.exists():
+        raise ExperimentError(f"no static-router evaluation stored for {spec.key()}: call evaluate_static_router.")
+    frame = pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
+    return pd.Series(frame.correct.astype(bool).astype(int).to_numpy(), index=frame.uid, name=f"{spec.key()}-static")

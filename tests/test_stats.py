@@ -148,3 +148,42 @@ def test_row_and_sentence():
     assert row["verdict"] == cmp.verdict("no_worse", 2.0) and row["claim"] == "no worse by more than 2"
     text = stats.describe(cmp, "EAS", "LoRA")
     assert "EAS" in text and f"{cmp.mdd:.1f}" in text and cmp.verdict() in text
+
+
+# ----------------------------------------------------------------------------- finished runs, paired by item
+
+def _fake_run(spec, correct, uids=None):
+    import json
+
+    import pandas as pd
+
+    from eas import io
+
+    run = spec.run_dir()
+    uids = uids or [f"q{i}" for i in range(len(correct))]
+    io.save_frame(run / "generations.csv", pd.DataFrame({"uid": uids, "prediction": "x", "correct": list(map(bool, correct))}))
+    io.write_json(run / "row.json", {"studies": ["t"], "key": spec.key()})
+
+
+def test_compare_runs_pairs_by_uid(tmp_path, monkeypatch):
+    from eas.experiments import ExperimentError, ExperimentSpec, compare_runs, compare_seeds, item_correctness
+
+    monkeypatch.setenv("EAS_DATA", str(tmp_path))
+    base = ExperimentSpec(task="vqa", method="lora", model="tiny", n_eval=6)
+    a, b = base, base.replace(method="adapter")
+    _fake_run(a, [1, 1, 1, 1, 0, 1])
+    # B's generations in another order: pairing must follow the uids
+    _fake_run(b, [0, 0, 1, 1, 0, 1], uids=["q5", "q4", "q3", "q2", "q1", "q0"])
+    assert item_correctness(b).loc["q0"] == 1 and item_correctness(b).loc["q5"] == 0
+    row = compare_runs(a, b)
+    assert row["a_only"] == 2 and row["b_only"] == 0  # q1 and q5 right for A only; q4 wrong for both
+    assert row["p"] == pytest.approx(0.5) and row["p_kind"] == "exact McNemar"
+    assert row["verdict"] in ("holds",) or row["verdict"].startswith("cannot tell")
+    seeds_a = [a, a.replace(seed=1)]
+    _fake_run(seeds_a[1], [1, 1, 1, 1, 1, 1])
+    row = compare_seeds(seeds_a, [b], claim="no_worse", margin=5.0, n_boot=500)
+    assert row["seeds_a"] == 2 and row["seeds_list_a"] == [0, 1] and row["interval"].startswith("two-level")
+    with pytest.raises(ExperimentError, match="not finished"):
+        compare_runs(a, base.replace(method="mam"))
+    with pytest.raises(ExperimentError, match="different tasks"):
+        compare_runs(a, base.replace(sizes={"test": 3}))
