@@ -52,7 +52,7 @@ from .skip import SkipSet, apply_skips, eas_blocks
 
 TASKS = tuple(METRIC_COLUMNS)
 KINDS = ("mha", "ffn", "mha_or_ffn", "layer")
-SELECTORS = ("bandit", "random", "last", "attention_drop", "block_influence", "none")
+SELECTORS = ("bandit", "random", "last", "attention_drop", "block_influence", "greedy", "none")
 SKIPPING = ("eas", "das", "skip-only")
 NON_SKIPPING = ("lora", "adapter", "mam", "full")
 METHODS = SKIPPING + NON_SKIPPING
@@ -60,9 +60,9 @@ METHODS = SKIPPING + NON_SKIPPING
 # What each skipping method may skip, and how the skipped set may be chosen.
 ALLOWED_KINDS = {"eas": ("mha", "ffn", "mha_or_ffn"), "das": ("layer",), "skip-only": KINDS}
 ALLOWED_SELECTORS = {
-    "eas": ("bandit", "random", "last", "attention_drop", "block_influence"),
-    "das": ("bandit", "random", "last", "block_influence"),
-    "skip-only": ("random", "last", "attention_drop", "block_influence"),  # no adapters: nothing to search with
+    "eas": ("bandit", "random", "last", "attention_drop", "block_influence", "greedy"),
+    "das": ("bandit", "random", "last", "block_influence", "greedy"),
+    "skip-only": ("random", "last", "attention_drop", "block_influence", "greedy"),  # no adapters: nothing to search with
 }
 # Selectors that only score some kinds: attention drop measures a sub-block, block influence any
 # single-kind candidate (a layer, or one sub-block), never the mixed "mha_or_ffn" list.
@@ -388,6 +388,8 @@ def select_skips(model: nn.Module, spec: ExperimentSpec, data: dict, run_dir: Pa
             sel = selectors.last_k(n, spec.k, kind=spec.kind)
         elif spec.selector == "attention_drop":
             sel = selectors.attention_drop(model, data["val"], spec.kind, spec.k, batch_size=spec.eval_batch_size)
+        elif spec.selector == "greedy":  # SLEB-style removal rounds on the held-out examples
+            sel = selectors.greedy(model, data["val"], spec.kind, spec.k, spec.eval_batch_size, progress)
         else:
             sel = selectors.block_influence(model, data["val"], spec.kind, spec.k, batch_size=spec.eval_batch_size)
         chosen, info = list(sel.chosen), {"scores": [None if math.isnan(s) else s for s in sel.scores]}

@@ -299,12 +299,13 @@ class RedundancyParams(FineTuneParams):
     """02_redundancy: the bandit's search, and its chosen MHAs against simpler selectors, same fine-tuning."""
 
     k: int = 12
-    selectors: list = field(default_factory=lambda: ["random", "last", "attention_drop", "block_influence",
-                                                     "bandit"])
+    # block influence is left out: for an MHA it ranks exactly as attention drop does (a duplicate row)
+    selectors: list = field(default_factory=lambda: ["random", "last", "attention_drop", "greedy", "bandit"])
 
     def __post_init__(self):
         super().__post_init__()
-        _check_list("selectors", self.selectors, ("random", "last", "attention_drop", "block_influence", "bandit"))
+        _check_list("selectors", self.selectors, ("random", "last", "attention_drop", "block_influence", "greedy",
+                                                  "bandit"))
         if "bandit" not in self.selectors:
             raise ParameterError("parameter selectors must include 'bandit' (the chapter is about its search).")
         _check_list("k", [self.k])
