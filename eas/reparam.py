@@ -10,12 +10,18 @@ A_k is precomputed once per task (`prepare_reparam`, ~2 r d 2d_ff flops, never a
 so the per-example merge is one axpy. Adaptation PIAs (per task, example-independent) fold into q/k/v
 the same way; those merged projections are built once in `prepare_reparam` and only swapped in.
 
-Batch > 1: alpha differs per example. Two exact strategies (PIAConfig.merge_strategy):
-    per_example  W_b = M2 + alpha1_b (A1 - A2), one (d, 2 d_ff) weight per example, applied with bmm.
-                 Batch 1 is a plain matmul of the original size: zero extra decode latency.
-                 Costs B copies of the weights in memory and in traffic during decoding.
+Batch > 1: alpha differs per example. Exact strategies (PIAConfig.merge_strategy):
+    per_example  the paper's merge and the reference: W_b = M2 + alpha1_b (A1 - A2), one (d, 2 d_ff) weight
+                 per example, applied with bmm. Batch 1 decodes a plain matmul of the original size, but
+                 every prompt rewrites d x 2 d_ff numbers per skipped layer (memory-bound: ~190 ms a layer
+                 at 1B on a CPU), and batch B decodes with B weight copies in memory and in traffic.
     two_matrix   n @ M2 + alpha1_b (n @ (A1 - A2)): no per-example weights (the merge is only the bias)
                  but twice the gate/up flops while decoding.
+    low_rank     the merge kept factored: [gate'(n), up'(n)] = n @ G + (n @ Wd1) @ B(alpha) + bias with
+                 B_k = Wu_k @ G (r x 2 d_ff, per task) and B(alpha) = alpha1 B1 + alpha2 B2 per example.
+                 G stays the original gate/up weights (no copy at any batch size), the per-prompt merge
+                 and the bias are O(r d_ff), and decoding pays r (d + 2 d_ff) extra multiply-adds a
+                 token, a few percent of the FFN's 3 d d_ff at r << d.
 (alpha1 + alpha2 = 1, so M2 + alpha1 (A1 - A2) = alpha1 M1 + alpha2 M2 with M_k = G + A_k.)
 
 The merged MLP replaces the block's `mlp` during decoding only; `unmerge` puts the original module,
@@ -35,9 +41,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arch
-from .pia import (PIAError, adapt_adapters, current_context, pia_config, prompt_context, skip_adapters,
+from .pia import (PIAConfig, PIAError, adapt_adapters, current_context, pia_config, prompt_context, skip_adapters,
                   trainable_parameters)
 from .pia.config import MERGE_STRATEGIES
+
+DENSE, FACTORED = "dense", "low_rank"  # the two kinds of per-task plan; only low_rank is factored
 
 
 # ----------------------------------------------------------------------------- per-task precomputation
@@ -53,9 +61,22 @@ class FFNPlan:
 
 
 @dataclass
+class LowRankPlan:
+    """The `low_rank` strategy's per-task part: the PIA's up paths carried through G, never G itself.
+    With a router, B(alpha) = maps + alpha1 maps_diff (alpha1 + alpha2 = 1); without one, maps is shared."""
+
+    maps: torch.Tensor               # (r, 2 d_ff): B2 = Wu2 @ G (B1 without a router)
+    maps_diff: torch.Tensor | None   # (r, 2 d_ff): B1 - B2
+    consts: torch.Tensor             # (2 d_ff,): bu2 @ G (bu1 @ G without a router) + the MLP's own biases
+    consts_diff: torch.Tensor | None  # (2 d_ff,): (bu1 - bu2) @ G
+
+
+@dataclass
 class ReparamPlan:
     key: tuple
     ffn: dict[int, FFNPlan] = field(default_factory=dict)
+    low_rank: dict[int, LowRankPlan] = field(default_factory=dict)
+    kinds: set = field(default_factory=set)  # which of DENSE / FACTORED are built (each only on demand)
     attn: dict[int, tuple[nn.Linear, nn.Linear, nn.Linear]] = field(default_factory=dict)
     # Per-layer buffers for the per-example weights, reused merge after merge: writing into warm
     # memory is ~10x faster on CPU than page-faulting a fresh allocation of the same size.
@@ -125,6 +146,32 @@ def ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
     return FFNPlan(base=(_wide(G) + a2).to(G.dtype), diff=(a1 - a2).to(G.dtype))
 
 
+def _own_bias(mlp: nn.Module, like: torch.Tensor) -> torch.Tensor:
+    return torch.cat([lin.bias if lin.bias is not None else like.new_zeros(lin.out_features)
+                      for lin in (mlp.gate_proj, mlp.up_proj)])
+
+
+def low_rank_plan(pia, mlp: nn.Module) -> LowRankPlan:
+    G = _wide(gate_up_weight(mlp))
+    own = _wide(_own_bias(mlp, G))
+    b1, c1 = _wide(pia.up1.weight.T) @ G, _wide(pia.up1.bias) @ G
+    dtype = mlp.gate_proj.weight.dtype
+    if pia.up2 is None:
+        return LowRankPlan(maps=b1.to(dtype), maps_diff=None, consts=(c1 + own).to(dtype), consts_diff=None)
+    b2, c2 = _wide(pia.up2.weight.T) @ G, _wide(pia.up2.bias) @ G
+    return LowRankPlan(maps=b2.to(dtype), maps_diff=(b1 - b2).to(dtype), consts=(c2 + own).to(dtype),
+                       consts_diff=(c1 - c2).to(dtype))
+
+
+def plan_kind(strategy: str) -> str:
+    return FACTORED if strategy == "low_rank" else DENSE
+
+
+def default_strategy(model: nn.Module) -> str:
+    config = pia_config(model)
+    return config.merge_strategy if config is not None else PIAConfig.merge_strategy
+
+
 def merged_linear(lin: nn.Linear, adapter) -> nn.Linear:
     """A new Linear computing lin(n + adapter(n)) for a single-path adaptation PIA; `lin` is untouched."""
     wd, wu, bp = adapter.linear_form()
@@ -137,19 +184,26 @@ def merged_linear(lin: nn.Linear, adapter) -> nn.Linear:
 
 
 @torch.no_grad()
-def prepare_reparam(model: nn.Module, force: bool = False) -> ReparamPlan:
-    """Precompute per-task merge matrices once after training (cached; rebuilt if any weight changed)."""
+def prepare_reparam(model: nn.Module, force: bool = False, strategy: str | None = None) -> ReparamPlan:
+    """Precompute per-task merge matrices once after training (cached; rebuilt if any weight changed).
+
+    Only the plan `strategy` (default: the model's PIAConfig.merge_strategy) needs is built: the dense
+    strategies keep a (d, 2 d_ff) matrix per skipped layer, which low_rank exists to avoid holding."""
+    strategy = strategy or default_strategy(model)
     key = _plan_key(model)
     plan = getattr(model, "_eas_reparam_plan", None)
-    if plan is not None and plan.key == key and not force:
-        return plan
     layers = arch.decoder_layers(model)
-    plan = ReparamPlan(key=key)
-    for i, pia in skip_adapters(model).items():
-        plan.ffn[i] = ffn_plan(pia, arch.layer_parts(layers[i]).mlp)
-    for i, adapter in adapt_adapters(model).items():
-        plan.attn[i] = tuple(merged_linear(lin, adapter) for lin in arch.layer_parts(layers[i]).qkv)
-    model._eas_reparam_plan = plan
+    if plan is None or plan.key != key or force:
+        plan = ReparamPlan(key=key)
+        for i, adapter in adapt_adapters(model).items():
+            plan.attn[i] = tuple(merged_linear(lin, adapter) for lin in arch.layer_parts(layers[i]).qkv)
+        model._eas_reparam_plan = plan
+    kind = plan_kind(strategy)
+    if kind not in plan.kinds:
+        build, into = (low_rank_plan, plan.low_rank) if kind == FACTORED else (ffn_plan, plan.ffn)
+        for i, pia in skip_adapters(model).items():
+            into[i] = build(pia, arch.layer_parts(layers[i]).mlp)
+        plan.kinds.add(kind)
     return plan
 
 
@@ -184,15 +238,11 @@ class MergedMLP(nn.Module):
     def weight_shape(plan: FFNPlan, rows: int) -> tuple:
         return tuple(plan.base.shape) if rows == 1 else (rows, *plan.base.shape)
 
+    def merge_tensors(self) -> list[torch.Tensor]:
+        return [t for t in (self.weight, self.bias, self.alpha1, self.diff) if t is not None]
+
     def forward(self, n: torch.Tensor) -> torch.Tensor:
-        if current_context() is not None:
-            raise PIAError(
-                "this model is merged for the previous batch (eas.reparam.merge_after_prefill); "
-                "call eas.reparam.unmerge(model) before running a new prompt."
-            )
-        rows = self.bias.shape[0]
-        if rows not in (1, n.shape[0]):
-            raise PIAError(f"merged for a batch of {rows} rows, called with {n.shape[0]}.")
+        _check_decoding(self.bias.shape[0], n)
         if self.weight.dim() == 3:
             gu = torch.baddbmm(self.bias[:, None], n, self.weight)
         else:
@@ -204,6 +254,57 @@ class MergedMLP(nn.Module):
         return self.down_proj(self.act_fn(g) * u)
 
 
+def _check_decoding(rows: int, n: torch.Tensor) -> None:
+    if current_context() is not None:
+        raise PIAError(
+            "this model is merged for the previous batch (eas.reparam.merge_after_prefill); "
+            "call eas.reparam.unmerge(model) before running a new prompt."
+        )
+    if rows not in (1, n.shape[0]):
+        raise PIAError(f"merged for a batch of {rows} rows, called with {n.shape[0]}.")
+
+
+class LowRankMLP(nn.Module):
+    """down(act(g) * u) with [g, u] = n @ G + (n @ Wd1) @ B + bias: the FFN with its PIA folded in, factored.
+
+    gate/up/down are the original modules; B (r, 2f) shared or (B, r, 2f) per example; bias (B or 1, 2f)."""
+
+    def __init__(self, mlp: nn.Module, down: torch.Tensor, maps: torch.Tensor, bias: torch.Tensor):
+        super().__init__()
+        self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
+        self.act_fn = mlp.act_fn
+        self.down, self.maps, self.bias = down, maps, bias  # down: (r, d), the PIA's down1 weight
+
+    @classmethod
+    def build(cls, mlp, plan: LowRankPlan, pia, alpha1) -> "LowRankMLP":
+        dtype = plan.maps.dtype
+        h0 = pia.hidden_bias().to(dtype)  # (B or 1, r)
+        if plan.maps_diff is None:
+            maps, consts = plan.maps, plan.consts
+        else:
+            a = alpha1.to(dtype)
+            if a.shape[0] == 1:  # one example: a plain (r, 2f) matrix, as without a router
+                maps = torch.add(plan.maps, plan.maps_diff, alpha=a.item())
+            else:
+                maps = torch.addcmul(plan.maps, a.view(-1, 1, 1), plan.maps_diff)  # (B, r, 2f), O(B r d_ff)
+            consts = plan.consts + a[:, None] * plan.consts_diff
+        # bp @ G = h0 @ (Wu(alpha) @ G) + bu(alpha) @ G: the bias without touching G (still its original values)
+        bias = (h0 @ maps if maps.dim() == 2 else torch.bmm(h0[:, None], maps)[:, 0]) + consts
+        return cls(mlp, pia.down1.weight, maps, bias)
+
+    def forward(self, n: torch.Tensor) -> torch.Tensor:
+        _check_decoding(self.bias.shape[0], n)
+        h = F.linear(n, self.down)  # (B, T, r); down1's bias is in h0, hence in self.bias
+        maps = self.maps if self.maps.dim() == 3 else self.maps.expand(n.shape[0], *self.maps.shape)
+        low_g, low_u = torch.baddbmm(self.bias[:, None], h, maps).chunk(2, dim=-1)
+        g = F.linear(n, self.gate_proj.weight).add_(low_g)  # the MLP's own biases are in self.bias
+        u = F.linear(n, self.up_proj.weight).add_(low_u)
+        return self.down_proj(self.act_fn(g) * u)
+
+    def merge_tensors(self) -> list[torch.Tensor]:
+        return [self.maps, self.bias]
+
+
 # ----------------------------------------------------------------------------- merge / unmerge
 
 @torch.no_grad()
@@ -213,11 +314,10 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
     Usable as greedy_generate(..., after_prefill=merge_after_prefill), which calls the returned unmerge
     after decoding."""
     unmerge(model)
-    config = pia_config(model)
-    strategy = strategy or (config.merge_strategy if config is not None else MERGE_STRATEGIES[0])
+    strategy = strategy or default_strategy(model)
     if strategy not in MERGE_STRATEGIES:
         raise PIAError(f"unknown merge strategy {strategy!r}; expected one of {', '.join(MERGE_STRATEGIES)}.")
-    plan = prepare_reparam(model)
+    plan = prepare_reparam(model, strategy=strategy)
     layers = arch.decoder_layers(model)
     records = []
     for i, pia in skip_adapters(model).items():
@@ -225,7 +325,13 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
         alpha1, bp = pia.linear_form()
         if batch is not None and bp.shape[0] not in (1, len(batch)):
             raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
-        mlp, ffn = blk.block.mlp, plan.ffn[i]
+        mlp = blk.block.mlp
+        if strategy == "low_rank":
+            blk.block.mlp = LowRankMLP.build(mlp, plan.low_rank[i], pia, alpha1)
+            blk.ffn_adapter = None
+            records.append(("ffn", i, mlp, pia))
+            continue
+        ffn = plan.ffn[i]
         if strategy == "static_router" and ffn.bias_map is None:
             raise PIAError("merge_strategy 'static_router' needs a calibrated router: "
                            "call eas.reparam.calibrate_static_router(model, batches) after training.")
@@ -249,6 +355,7 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
         blk.attn_adapter = None
         records.append(("attn", i, original, adapter))
     model._eas_merged = records
+    model._eas_merge_strategy = strategy
     return functools.partial(unmerge, model)
 
 
@@ -301,6 +408,41 @@ def release_workspace(model: nn.Module) -> None:
         plan.workspace.clear()
 
 
+def _plan_tensors(plan: ReparamPlan, kind: str) -> list[torch.Tensor]:
+    parts = plan.low_rank.values() if kind == FACTORED else plan.ffn.values()
+    out = [t for p in parts for t in vars(p).values() if isinstance(t, torch.Tensor)]
+    out += [t for lins in plan.attn.values() for lin in lins for t in (lin.weight, lin.bias)]
+    return out + (list(plan.workspace.values()) if kind == DENSE else [])
+
+
+def merge_bytes(model: nn.Module) -> int:
+    """Bytes the current merge holds beyond the model's own parameters, from tensor sizes: the per-task
+    plan of the strategy in use (its merged q/k/v copies included), the per-example weight buffers, and
+    what the merged modules built for this batch. Shared storage is counted once. 0 when not merged.
+
+    On a CPU this stands in for a peak-memory measurement (see measure.time_generation): during merged
+    decoding it is what a strategy adds to the weights, adapters and KV cache that every variant holds."""
+    if not is_merged(model):
+        return 0
+    plan = model._eas_reparam_plan  # not prepare_reparam: while merged, the adapters are detached
+    tensors = _plan_tensors(plan, plan_kind(model._eas_merge_strategy))
+    layers = arch.decoder_layers(model)
+    for kind, i, _, _ in model._eas_merged:
+        if kind == "ffn":
+            tensors += layers[i].block.mlp.merge_tensors()
+    # While merged, the merged q/k/v are registered in the model and the originals are not: count the
+    # merged copies as the extra ones, as when unmerged.
+    merged_qkv = {t.untyped_storage().data_ptr() for lins in plan.attn.values() for lin in lins
+                  for t in (lin.weight, lin.bias)}
+    own = {p.untyped_storage().data_ptr() for p in model.parameters()} - merged_qkv
+    seen = {}
+    for t in tensors:
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in own:
+            seen[ptr] = t.untyped_storage().nbytes()
+    return sum(seen.values())
+
+
 def is_merged(model: nn.Module) -> bool:
     return bool(getattr(model, "_eas_merged", []))
 
@@ -337,7 +479,7 @@ def time_merge(model: nn.Module, batch, repeats: int = 3, strategy: str | None =
     device = next(model.parameters()).device
     unmerge(model)
     t0 = _clock(device)
-    prepare_reparam(model, force=True)
+    prepare_reparam(model, force=True, strategy=strategy)
     prepare_ms = (_clock(device) - t0) * 1e3
     prefill_ms, merge_ms = [], []
     for r in range(repeats + 1):  # the first round warms up
@@ -386,4 +528,4 @@ def merge_equivalence(model: nn.Module, batch, new_tokens: int = 16, strategy: s
     got = forced_decode_logits(model, batch, plain, after_prefill=lambda m, b: merge(m, b))
     return {"max_abs_logit_diff": float((want - got).abs().max()), "logit_scale": float(want.abs().max()),
             "tokens_identical": bool(torch.equal(plain, merged)), "batch": len(batch), "steps": new_tokens,
-            "strategy": strategy or (pia_config(model).merge_strategy if pia_config(model) else None)}
+            "strategy": strategy or default_strategy(model)}

@@ -47,7 +47,10 @@ def merge_with(strategy):
     return lambda model, batch: reparam.merge_after_prefill(model, batch, strategy=strategy)
 
 
-@pytest.mark.parametrize("strategy", ["per_example", "two_matrix"])
+STRATEGIES = ["per_example", "two_matrix", "low_rank"]  # exact for any router weights (static_router: below)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("lens", [(5, 9, 7), (6,)], ids=["batch3-leftpad", "batch1"])
 def test_merged_equals_unmerged(tokenizer, strategy, lens):
     model = tiny_llava(tokenizer)
@@ -74,7 +77,7 @@ def test_bias_uses_the_original_weights(tokenizer):
         model(batch.input_ids, batch.attention_mask)
     pia = arch.decoder_layers(model)[2].ffn_adapter
     mlp = arch.layer_parts(arch.decoder_layers(model)[2]).mlp
-    plan = reparam.prepare_reparam(model).ffn[2]
+    plan = reparam.prepare_reparam(model, strategy="per_example").ffn[2]
     alpha1, bp = pia.linear_form()
     n = torch.randn(3, 4, 64)
     with torch.no_grad():
@@ -155,16 +158,18 @@ def test_running_mean_pia_cannot_merge(tokenizer):
         reparam.merge_after_prefill(model)
 
 
-def test_static_base_pia_merges_too(tokenizer):
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_static_base_pia_merges_too(tokenizer, strategy):
     model = tiny_llava(tokenizer, config=PIAConfig.ablation("base", skip_hidden=8, adapt_hidden=4))
     batch = prompt_batch()
     answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(5))
     want = forced_decode_logits(model, batch, answers)
-    got = forced_decode_logits(model, batch, answers, after_prefill=reparam.merge_after_prefill)
+    got = forced_decode_logits(model, batch, answers, after_prefill=merge_with(strategy))
     assert (want - got).abs().max() <= 1e-4
 
 
-def test_qwen2_qkv_biases_merge_exactly():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_qwen2_qkv_biases_merge_exactly(strategy):
     """Qwen2 has q/k/v biases: the adaptation merge must add to them, not replace them."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -181,7 +186,7 @@ def test_qwen2_qkv_biases_merge_exactly():
         def run(merge: bool):
             with prompt_context(torch.ones(2, 6, dtype=torch.bool)):
                 out = model(ids, use_cache=True)
-            undo = reparam.merge_after_prefill(model) if merge else None
+            undo = reparam.merge_after_prefill(model, strategy=strategy) if merge else None
             logits = model(nxt, cache=out.cache, use_cache=True).logits
             if undo:
                 undo()
@@ -190,7 +195,8 @@ def test_qwen2_qkv_biases_merge_exactly():
         assert (run(False) - run(True)).abs().max() <= 1e-4
 
 
-def test_tiny_llava_for_conditional_generation_merges_exactly():
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_tiny_llava_for_conditional_generation_merges_exactly(strategy):
     from transformers import CLIPVisionConfig, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration
 
     torch.manual_seed(0)
@@ -212,7 +218,7 @@ def test_tiny_llava_for_conditional_generation_merges_exactly():
         def run(merge: bool):
             with prompt_context(torch.ones(2, 10, dtype=torch.bool)):
                 out = model(input_ids=ids, pixel_values=pixels, use_cache=True)
-            undo = reparam.merge_after_prefill(model) if merge else None
+            undo = reparam.merge_after_prefill(model, strategy=strategy) if merge else None
             logits = model(input_ids=ids[:, :1], cache=out.cache, use_cache=True).logits
             if undo:
                 undo()
@@ -258,3 +264,122 @@ def test_static_router_merges_exactly_with_one_shared_weight(tokenizer, tmp_path
     fresh = tiny_llava(tokenizer, config=Cfg(skip_hidden=8, adapt_hidden=4, merge_strategy="static_router"), seed=7)
     load_adapters(fresh, tmp_path / "static")
     assert torch.equal(forced_decode_logits(fresh, batch, answers), want)
+
+
+# ----------------------------------------------------------------------------- every family, fp64 and fp32
+
+def tiny_causal_lm(family: str):
+    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                              Qwen2ForCausalLM)
+
+    kw = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=64)
+    config_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+                             "mistral": (MistralConfig, MistralForCausalLM)}[family]
+    torch.manual_seed(0)
+    return model_cls(config_cls(**kw)).eval()
+
+
+def family_target(family: str, dtype, tokenizer=None):
+    """(generation target, left-padded batch of 3) with skip PIAs on layers 0 and 2, randomised adapters."""
+    from eas.measure import CausalLMTarget
+    from eas.pia import randomise_adapters
+
+    if family == "mini-llava":
+        target = tiny_llava(tokenizer).to(dtype)
+        return target, prompt_batch()
+    model = tiny_causal_lm(family)
+    attach_pia(model, SKIPS, CFG)
+    randomise_adapters(model, scale=0.3, seed=1)
+    batch = prompt_batch()
+    ids = batch.input_ids % 300
+    return CausalLMTarget(model.to(dtype)), Batch(ids, batch.attention_mask, batch.prompt_mask)
+
+
+FAMILIES = ["llama", "qwen2", "mistral", "mini-llava"]  # LLaVA: test_tiny_llava_for_conditional_generation_...
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_strategy_is_exact_in_fp64_and_within_the_bound_in_fp32(tokenizer, family, strategy):
+    for dtype, bound in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        target, batch = family_target(family, dtype, tokenizer)
+        answers = torch.randint(100, 300, (3, A), generator=torch.Generator().manual_seed(3))
+        want = forced_decode_logits(target, batch, answers)
+        got = forced_decode_logits(target, batch, answers, after_prefill=merge_with(strategy))
+        scale = float(want.abs().max())
+        assert scale > 0.05, family
+        assert float((want - got).abs().max()) <= bound * max(scale, 1.0), (family, dtype)
+
+
+def test_low_rank_keeps_the_original_weights_and_no_copies(tokenizer):
+    """low_rank decodes with the MLP's own gate/up weights at every batch size; per prompt it builds only
+    (r, 2 d_ff) maps and biases, where per_example builds one (d, 2 d_ff) weight per example."""
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    layers = arch.decoder_layers(model)
+    gate = {i: layers[i].block.mlp.gate_proj.weight for i in (0, 2)}
+    sizes = {}
+    for strategy in ("per_example", "low_rank"):
+        prefill(model, batch)
+        undo = reparam.merge_after_prefill(model, batch, strategy=strategy)
+        sizes[strategy] = reparam.merge_bytes(model)
+        if strategy == "low_rank":
+            for i in (0, 2):
+                mlp = layers[i].block.mlp
+                assert isinstance(mlp, reparam.LowRankMLP) and mlp.gate_proj.weight is gate[i]
+                assert mlp.maps.shape == (3, 8, 2 * 128) and mlp.bias.shape == (3, 2 * 128)  # B x r x 2 d_ff
+        undo()
+    d, f, r = 64, 128, 8
+    attn = sum(  # the merged q/k/v copies: the same for every strategy
+        t.numel() * t.element_size() for lins in reparam.prepare_reparam(model).attn.values()
+        for lin in lins for t in (lin.weight, lin.bias))
+    # per_example: per layer the plan's base and diff and a (3, d, 2f) buffer
+    assert sizes["per_example"] - attn >= 2 * (2 + 3) * d * 2 * f * 4
+    # low_rank: per layer B2, B1 - B2, two constants; per example the maps and the bias
+    assert sizes["low_rank"] - attn == 2 * 4 * (2 * r * 2 * f + 2 * 2 * f + 3 * r * 2 * f + 3 * 2 * f)
+    assert reparam.merge_bytes(model) == 0  # unmerged
+
+
+def test_low_rank_merge_and_decoding_are_cheap_in_flops(tokenizer):
+    """Counted, not timed: the per-prompt merge is O(B r d_ff) per layer, never O(d d_ff)."""
+    from eas.measure import counted_flops
+
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    reparam.prepare_reparam(model, strategy="low_rank")  # per task: B_k = Wu_k @ G, outside the count
+    merge = counted_flops(model, batch, 3, merge_with("low_rank")).merge
+    d, f, r, B = 64, 128, 8, 3
+    # per skipped layer and example: the bias h0 @ B (r x 2f); the PIA's own linear form (up1, up2, down2
+    # on the prompt mean, the last twice: 4 r d) and its router (2 d) -- far below one (d, 2f) weight per example
+    per_layer = 2 * B * (r * 2 * f + 4 * r * d + 2 * d)
+    assert 0 < merge <= 2 * per_layer < 2 * B * d * 2 * f
+
+
+def test_bad_strategies_are_refused_with_low_rank_as_the_config(tokenizer):
+    from eas.pia import PIAConfigError
+
+    model = tiny_llava(tokenizer, config=PIAConfig(skip_hidden=8, adapt_hidden=4, merge_strategy="low_rank"))
+    batch = prompt_batch()
+    prefill(model, batch)
+    with pytest.raises(PIAError, match="unknown merge strategy 'dense'"):
+        reparam.merge_after_prefill(model, batch, strategy="dense")
+    with pytest.raises(PIAError, match="calibrate"):
+        reparam.merge_after_prefill(model, batch, strategy="static_router")
+    with pytest.raises(PIAConfigError, match="merge_strategy"):
+        PIAConfig(merge_strategy="lowrank")
+    no_router = tiny_llava(tokenizer, config=PIAConfig.ablation("base", skip_hidden=8, adapt_hidden=4,
+                                                                 merge_strategy="low_rank"))
+    with pytest.raises(PIAError, match="router"):
+        reparam.calibrate_static_router(no_router, [batch])
+
+
+def test_low_rank_on_a_calibrated_static_router_is_exact(tokenizer):
+    model = tiny_llava(tokenizer, config=PIAConfig(skip_hidden=8, adapt_hidden=4, merge_strategy="low_rank"))
+    batch = prompt_batch()
+    reparam.calibrate_static_router(model, [batch])
+    answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(3))
+    want = forced_decode_logits(model, batch, answers)
+    for strategy in ("low_rank", "static_router"):
+        got = forced_decode_logits(model, batch, answers, after_prefill=merge_with(strategy))
+        assert (want - got).abs().max() <= 1e-4

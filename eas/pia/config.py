@@ -6,7 +6,7 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
-MERGE_STRATEGIES = ("per_example", "two_matrix", "static_router")
+MERGE_STRATEGIES = ("per_example", "two_matrix", "static_router", "low_rank")
 
 
 class PIAConfigError(ValueError):
