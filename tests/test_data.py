@@ -261,3 +261,95 @@ def test_bad_slake_and_aid(tmp_path):
         jpg.unlink()
     with pytest.raises(FileNotFoundError, match="Airport holds no images"):
         load_task("classification", "train", aid)
+
+
+# ---------------------------------------------------------------------------------------------
+# ScienceQA templates: overlap between splits, held-out templates
+
+
+def test_default_scienceqa_questions_are_unchanged_and_all_templates_are_seen(built):
+    from eas.data import scienceqa
+
+    root = built["scienceqa"]
+    problems = json.loads((root / "problems.json").read_text())
+    # the questions of builds before templates existed (seed 0): default builds must not move
+    assert [problems[p]["question"] for p in ("1", "4", "8", "12", "15")] == [
+        "Select the fish.", "What is the capital of Egypt?", "Where can Lena buy a jar of honey for the least money?",
+        "Which continent is Mexico on?", "Which word from the sentence is an adjective?"]
+    assert all(p["template"].endswith("/0") for p in problems.values())
+    overlap = scienceqa.template_overlap(root)
+    assert overlap["test"] == 30 and overlap["seen_template"] == 30 and overlap["unseen_template"] == 0
+    assert overlap["seen_template_pct"] == overlap["seen_kind_pct"] == 100.0
+    assert overlap["train_templates"] == overlap["test_templates"] == overlap["shared_templates"] == 15
+    counts = scienceqa.template_counts(root)
+    assert len(counts) == 15 and set(counts.train) == {4} and set(counts.val) == set(counts.test) == {2}
+    assert counts.seen.all()
+    assert all(e.meta["template_seen"] for e in load_task("scienceqa", "test", root))
+    assert load_task("scienceqa", "test", root, templates="unseen") == []
+
+
+def test_duplicates_are_counted(tmp_path):
+    from eas.data import scienceqa
+
+    root = copy_fixture("scienceqa", tmp_path)
+    problems = json.loads((root / "problems.json").read_text())
+    problems["12"]["split"] = "test"
+    dup = {**problems["12"], "choices": problems["12"]["choices"][::-1], "answer": 1}  # option order is no disguise
+    problems["99"] = dup
+    (root / "problems.json").write_text(json.dumps(problems))
+    (root / "pid_splits.json").write_text(json.dumps({"train": ["7", "12"], "val": [], "test": ["99", "31"]}))
+    overlap = scienceqa.template_overlap(root, field="category")
+    assert overlap["duplicate"] == 1 and overlap["seen_template"] == 1 and overlap["test"] == 2
+    with pytest.raises(DatasetError, match="no 'template' field"):
+        scienceqa.template_overlap(root)
+
+
+HELDOUT = {"train": 45, "val": 15, "test": 45}  # three cycles of the 15 kinds per split
+
+
+@pytest.fixture(scope="module")
+def heldout_built(tmp_path_factory) -> Path:
+    return build_task("scienceqa", tmp_path_factory.mktemp("heldout") / "sqa", seed=0, **HELDOUT, heldout_templates=1)
+
+
+def test_heldout_templates_never_reach_train_or_val(heldout_built):
+    from eas.data import scienceqa
+
+    root = heldout_built
+    problems = json.loads((root / "problems.json").read_text())
+    splits = json.loads((root / "pid_splits.json").read_text())
+    used = {s: {problems[p]["template"] for p in pids} for s, pids in splits.items()}
+    assert len(used["test"]) == 45 and len(used["train"]) == 30 and used["val"] <= used["train"]
+    unseen = load_task("scienceqa", "test", root, templates="unseen")
+    seen = load_task("scienceqa", "test", root, templates="seen")
+    assert len(unseen) == 15 and len(seen) == 30
+    assert {e.uid for e in unseen} | {e.uid for e in seen} == set(splits["test"])
+    assert all(e.meta["template"] not in used["train"] and not e.meta["template_seen"] for e in unseen)
+    assert all(e.meta["template"] in used["train"] and e.meta["template_seen"] for e in seen)
+    assert {e.meta["template"].split("/")[0] for e in unseen} == {t.kind for t in scienceqa.TEMPLATES}
+    overlap = scienceqa.template_overlap(root)
+    assert (overlap["seen_template"], overlap["unseen_template"], overlap["seen_kind"]) == (30, 15, 45)
+    assert overlap["unseen_template_pct"] == pytest.approx(100 / 3)
+    counts = scienceqa.template_counts(root).set_index("template")
+    assert counts.loc["capital_city/2", "train"] == 0 and not counts.loc["capital_city/2", "seen"]
+    # a held-out question asks the same kind in another wording; everything else is drawn as before
+    assert len(load_task("scienceqa", "test", root, templates="unseen", limit=4)) == 4
+    for split in ("train", "val", "test"):
+        for e in load_task("scienceqa", split, root):
+            assert e.prompt.startswith("Context: ") and e.target.startswith(f"The answer is ({e.answer}).")
+
+
+def test_heldout_build_is_deterministic(heldout_built, tmp_path):
+    again = build_task("scienceqa", tmp_path / "sqa", seed=0, **HELDOUT, heldout_templates=1)
+    assert tree_bytes(again) == tree_bytes(heldout_built)
+
+
+@pytest.mark.parametrize("make, match", [
+    (lambda root: build_task("scienceqa", root, train=15, val=15, test=15, heldout_templates=3), "heldout_templates=3"),
+    (lambda root: build_task("vqa", root, heldout_templates=1), "unknown sizes"),
+    (lambda root: load_task("scienceqa", "test", FIXTURES / "scienceqa", templates="unseen"), "needs problems with"),
+    (lambda root: load_task("scienceqa", "test", FIXTURES / "scienceqa", templates="new"), "templates='new'"),
+])
+def test_template_options_fail_clearly(make, match, tmp_path):
+    with pytest.raises(DatasetError, match=match):
+        make(tmp_path / "x")

@@ -37,17 +37,23 @@ def build_task(name: str, root: Path | None = None, *, seed: int = 0, **sizes: i
     """Write the offline analog of task `name` under `root` in the real dataset's format; return `root`.
 
     Sizes: scienceqa and vqa take train/val/test (items per split); classification takes per_class.
+    scienceqa also takes heldout_templates (phrasings per question kind that only test uses; see
+    eas.data.scienceqa).
     A finished build with the same parameters is reused as is.
     """
     module = task_module(name)
-    unknown = set(sizes) - set(module.DEFAULT_SIZES)
+    options = getattr(module, "BUILD_OPTIONS", ())  # optional integer settings that travel with the sizes
+    unknown = set(sizes) - set(module.DEFAULT_SIZES) - set(options)
     if unknown:
-        raise DatasetError(f"unknown sizes {sorted(unknown)} for task {name!r}; it takes {sorted(module.DEFAULT_SIZES)}")
+        raise DatasetError(f"unknown sizes {sorted(unknown)} for task {name!r}; it takes "
+                           f"{sorted(module.DEFAULT_SIZES)}" + (f" and optionally {sorted(options)}" if options else ""))
     sizes = {**module.DEFAULT_SIZES, **sizes}
     if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
         raise DatasetError(f"sizes must be positive integers, got {sizes}")
     root = Path(root) if root is not None else datasets_dir(name)
     params = {"task": name, "seed": seed, "sizes": sizes, "format_version": FORMAT_VERSION}
+    if hasattr(module, "ANALOG_VERSION"):  # a task's own generator change rebuilds only that task's analogs
+        params["analog_version"] = module.ANALOG_VERSION
     return build_once(root, params, lambda folder: module.write_analog(folder, seed, sizes))
 
 

@@ -5,9 +5,18 @@ and problems with an image have it at `images/{split}/{pid}/image.png` (some cop
 
 The analog is produced by templates whose answers are computed, not looked up from a model: questions
 on easy-vqa pictures (IMG), questions with a text context in `hint` (TXT) and questions with neither
-(NO), across natural, social and language science. Each split cycles through every template and
+(NO), across natural, social and language science. Each split cycles through every question kind and
 alternates the grade band, so every metric column has items in every split once a split holds at
-least two items per template (30 with the 15 templates here).
+least two items per kind (30 with the 15 kinds here).
+
+Templates. A problem's template is its question kind (the function that draws it) and the wording of
+its question (one of N_PHRASINGS phrasings per kind): `template` in problems.json, e.g.
+"capital_city/0", an extra key that official loaders ignore. A default build asks every kind in its
+first wording, so every test question shares its template with training questions. A build with
+`heldout_templates=h` (a build_task size) keeps the last h wordings of every kind out of train and val
+and cycles test through all of them: `load(..., templates="unseen")` is then the test questions whose
+template never occurs in training, and each example's meta says `template_seen`.
+`template_overlap` and `template_counts` report how much test and training share.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ REQUIRED_FIELDS = ("question", "choices", "answer", "hint", "image", "subject", 
 SUBJECT_CODES = {"natural science": "NAT", "social science": "SOC", "language science": "LAN"}
 LETTERS = "ABCDE"
 DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 500}
+BUILD_OPTIONS = ("heldout_templates",)  # optional build_task settings besides the sizes
+ANALOG_VERSION = 1  # 1: problems carry their template; the questions of default builds are unchanged
+TEMPLATE_FILTERS = (None, "seen", "unseen")
 INSTRUCTION = 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.'
 
 
@@ -77,7 +89,7 @@ def find_image(root: Path, split: str, pid: str, name: str) -> Path:
     raise DatasetNotFound(f"image for problem {pid} not found (tried {tried}); expected layout: {LAYOUT}")
 
 
-def to_example(root: Path, pid: str, problem: dict, split: str) -> Example:
+def to_example(root: Path, pid: str, problem: dict, split: str, train_templates: set | None = None) -> Example:
     problems_file = root / "problems.json"
     if not isinstance(problem, dict):
         raise DatasetError(f"problem {pid} in {problems_file} is not an object; expected layout: {LAYOUT}")
@@ -95,39 +107,137 @@ def to_example(root: Path, pid: str, problem: dict, split: str) -> Example:
     if problem["image"]:
         image = str(find_image(root, problem.get("split", split), pid, problem["image"]).resolve())
     hint = problem["hint"] or ""
+    meta = {
+        "subject": SUBJECT_CODES[problem["subject"]],
+        "has_text": bool(hint.strip()),
+        "has_image": image is not None,
+        "grade": grade_band(problem["grade"]),
+        "n_choices": len(choices),
+        "choices": choices,
+    }
+    if "template" in problem:  # the analog's; scalar, so it reaches the per-example results tables
+        meta["template"] = str(problem["template"])
+        meta["template_seen"] = train_templates is not None and meta["template"] in train_templates
     return Example(
         uid=str(pid),
         prompt=format_prompt(hint, problem["question"], choices),
         target=format_target(letter, problem.get("solution") or ""),
         answer=letter,
         image=image,
-        meta={
-            "subject": SUBJECT_CODES[problem["subject"]],
-            "has_text": bool(hint.strip()),
-            "has_image": image is not None,
-            "grade": grade_band(problem["grade"]),
-            "n_choices": len(choices),
-            "choices": choices,
-        },
+        meta=meta,
     )
 
 
-def load(root: Path, split: str, *, limit: int | None = None) -> list[Example]:
-    check_split(split)
+def read_release(root: Path) -> tuple[dict, dict]:
+    """problems.json and pid_splits.json, checked to be JSON objects."""
     root = require_dir(Path(root), LAYOUT)
     problems = read_json(root / "problems.json", LAYOUT)
     splits = read_json(root / "pid_splits.json", LAYOUT)
     if not isinstance(problems, dict) or not isinstance(splits, dict):
         raise DatasetError(f"{root}/problems.json and pid_splits.json must hold JSON objects; expected layout: {LAYOUT}")
+    return problems, splits
+
+
+def split_pids(root: Path, problems: dict, splits: dict, split: str) -> list[str]:
     if split not in splits:
-        raise DatasetError(f"{root / 'pid_splits.json'} has no split {split!r} (has {sorted(splits)})")
-    pids = take([str(p) for p in splits[split]], limit)
+        raise DatasetError(f"{Path(root) / 'pid_splits.json'} has no split {split!r} (has {sorted(splits)})")
+    pids = [str(p) for p in splits[split]]
     unknown = [p for p in pids if p not in problems]
     if unknown:
         raise DatasetError(
-            f"{root / 'pid_splits.json'} lists pids with no problem in problems.json: {unknown[:5]}"
+            f"{Path(root) / 'pid_splits.json'} lists pids with no problem in problems.json: {unknown[:5]}"
         )
-    return [to_example(root, pid, problems[pid], split) for pid in pids]
+    return pids
+
+
+def load(root: Path, split: str, *, limit: int | None = None, templates: str | None = None) -> list[Example]:
+    """`templates`: None for the whole split; "seen" / "unseen" for only the problems whose template
+    does / never does occur in train (needs problems that carry a `template`: the analog's). `limit`
+    applies after that filter."""
+    check_split(split)
+    if templates not in TEMPLATE_FILTERS:
+        raise DatasetError(f"templates={templates!r}; expected one of {TEMPLATE_FILTERS}")
+    problems, splits = read_release(root)
+    root = Path(root)
+    pids = split_pids(root, problems, splits, split)
+    has_templates = "train" in splits and all("template" in problems.get(str(p), {}) for p in splits["train"])
+    train_templates = {problems[str(p)]["template"] for p in splits["train"]} if has_templates else None
+    if templates is not None:
+        if train_templates is None or any("template" not in problems[p] for p in pids):
+            raise DatasetError(f"templates={templates!r} needs problems with a 'template' key (an eas analog built "
+                               f"with analog version >= 1); {root / 'problems.json'} has none")
+        pids = [p for p in pids if (problems[p]["template"] in train_templates) == (templates == "seen")]
+    return [to_example(root, pid, problems[pid], split, train_templates) for pid in take(pids, limit)]
+
+
+# ----------------------------------------------------------------------------------------------
+# template overlap between splits
+
+
+def _template_of(problem: dict, field: str, pid: str) -> str:
+    if field not in problem:
+        raise DatasetError(f"problem {pid} has no {field!r} field to group templates by (the analog's problems "
+                           "carry 'template'; for the official release pass field='category' or 'skill')")
+    return str(problem[field])
+
+
+def _kind_of(template: str, field: str) -> str:
+    return template.split("/", 1)[0] if field == "template" else template
+
+
+def template_counts(root: Path, *, field: str = "template") -> "pd.DataFrame":
+    """One row per template: its question kind, how many problems of each split use it, and whether
+    train uses it (`seen`). Sorted by kind, then template."""
+    import pandas as pd
+
+    problems, splits = read_release(root)
+    rows: dict[str, dict] = {}
+    for split in splits:
+        for pid in split_pids(root, problems, splits, split):
+            t = _template_of(problems[pid], field, pid)
+            row = rows.setdefault(t, {"template": t, "kind": _kind_of(t, field)})
+            row[split] = row.get(split, 0) + 1
+    frame = pd.DataFrame(list(rows.values()), columns=["template", "kind", *splits])
+    frame[list(splits)] = frame[list(splits)].fillna(0).astype(int)
+    frame["seen"] = frame["train"] > 0 if "train" in splits else False
+    return frame.sort_values(["kind", "template"]).reset_index(drop=True)
+
+
+def template_overlap(root: Path, *, test: str = "test", train: str = "train", field: str = "template") -> dict:
+    """How much split `test` shares with split `train`, in questions (counts and percentages):
+
+        test                  questions in `test`
+        seen_template         ... whose template (kind and wording) occurs in `train`; unseen_template the rest
+        seen_kind             ... whose question kind occurs in `train` (whatever the wording)
+        duplicate             ... identical to a `train` question: same context, question and set of options,
+                              and no image (the analog's splits never share an image)
+        *_pct                 the same as percentages of `test`
+        templates, train_templates, test_templates, shared_templates: distinct templates overall / per split
+    """
+    problems, splits = read_release(root)
+    train_pids = split_pids(root, problems, splits, train)
+    test_pids = split_pids(root, problems, splits, test)
+
+    def content(p):
+        return problems[p].get("hint") or "", problems[p]["question"], frozenset(map(str, problems[p]["choices"]))
+
+    train_t = {_template_of(problems[p], field, p) for p in train_pids}
+    test_t = [_template_of(problems[p], field, p) for p in test_pids]
+    train_kinds = {_kind_of(t, field) for t in train_t}
+    train_content = {content(p) for p in train_pids if not problems[p].get("image")}
+    n = len(test_pids)
+    out = {
+        "test": n,
+        "seen_template": sum(t in train_t for t in test_t),
+        "seen_kind": sum(_kind_of(t, field) in train_kinds for t in test_t),
+        "duplicate": sum(not problems[p].get("image") and content(p) in train_content for p in test_pids),
+    }
+    out["unseen_template"] = n - out["seen_template"]
+    for key in ("seen_template", "unseen_template", "seen_kind", "duplicate"):
+        out[f"{key}_pct"] = 100.0 * out[key] / n if n else float("nan")
+    out.update(templates=len(train_t | set(test_t)), train_templates=len(train_t), test_templates=len(set(test_t)),
+               shared_templates=len(train_t & set(test_t)))
+    return out
 
 
 # ----------------------------------------------------------------------------------------------
@@ -238,7 +348,7 @@ def join_words(words: list[str]) -> str:
 
 @dataclass
 class Draft:
-    question: str
+    slots: dict  # the values the template's phrasings are filled with
     correct: str
     wrong: list[str]
     solution: str
@@ -263,6 +373,21 @@ class Template:
     lecture: str
     min_choices: int = 2
 
+    @property
+    def kind(self) -> str:
+        return self.make.__name__
+
+    @property
+    def phrasings(self) -> tuple[str, ...]:
+        return PHRASINGS[self.kind]
+
+    def question(self, variant: int, slots: dict) -> str:
+        return self.phrasings[variant].format(**slots)
+
+
+def template_id(kind: str, variant: int) -> str:
+    return f"{kind}/{variant}"
+
 
 def select_animal(rng, n, picture):
     group, *others = rng.sample(list(ANIMAL_GROUPS), min(n, len(ANIMAL_GROUPS)))
@@ -270,7 +395,7 @@ def select_animal(rng, n, picture):
     wrong = [(rng.choice(ANIMAL_GROUPS[g]), g) for g in others]
     why_not = " ".join(f"A {w} is a {g}: {plural(g)} {ANIMAL_TRAITS[g]}." for w, g in wrong[:2])
     solution = f"{plural(group).capitalize()} {ANIMAL_TRAITS[group]}. A {correct} is a {group}. {why_not}"
-    return Draft(f"Select the {group}.", correct, [w for w, _ in wrong], solution)
+    return Draft({"group": group}, correct, [w for w, _ in wrong], solution)
 
 
 def state_of_matter(rng, n, picture):
@@ -279,7 +404,7 @@ def state_of_matter(rng, n, picture):
     wrong = [(rng.choice(MATTER[s]), s) for s in others]
     why_not = " ".join(f"{w.capitalize()} is a {s}, because it {MATTER_TRAITS[s]}." for w, s in wrong[:2])
     solution = f"A {state} {MATTER_TRAITS[state]}. {correct.capitalize()} behaves this way, so it is a {state}. {why_not}"
-    return Draft(f"Which of these is a {state}?", correct, [w for w, _ in wrong], solution)
+    return Draft({"state": state}, correct, [w for w, _ in wrong], solution)
 
 
 def thermal_energy(rng, n, picture):
@@ -298,8 +423,7 @@ def thermal_energy(rng, n, picture):
         f"{'warmer' if most else 'colder'} than {join_words(others)}, so it has the {word} thermal energy."
     )
     options = [f"the bottle in the {p}" for p in places]
-    question = f"Which bottle of water has the {word} thermal energy?"
-    return Draft(question, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
+    return Draft({"word": word}, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
 
 
 def plant_growth(rng, n, picture):
@@ -317,7 +441,7 @@ def plant_growth(rng, n, picture):
         f"To find how much the plant grew in all, add the growth of each week: {sum_text} = {total}. "
         f"The plant therefore grew {total} centimeters over the {len(weeks)} weeks that {name} measured; the other totals come from adding wrongly."
     )
-    return Draft(f"How many centimeters did the plant grow in those {len(weeks)} weeks?", f"{total} centimeters", wrong, solution, hint=hint)
+    return Draft({"weeks": len(weeks)}, f"{total} centimeters", wrong, solution, hint=hint)
 
 
 def capital_city(rng, n, picture):
@@ -328,7 +452,7 @@ def capital_city(rng, n, picture):
         f"A capital is the city where a country's national government meets. {country} is in {continent}, "
         f"and its government meets in {capital}, so {capital} is the capital of {country}. {why_not}"
     )
-    return Draft(f"What is the capital of {country}?", capital, [COUNTRIES[o][0] for o in others], solution)
+    return Draft({"country": country}, capital, [COUNTRIES[o][0] for o in others], solution)
 
 
 def continent_of(rng, n, picture):
@@ -341,7 +465,7 @@ def continent_of(rng, n, picture):
         f"Its capital, {capital}, is in {continent} as well. {join_words(others)} "
         f"{'is a different continent' if len(others) == 1 else 'are different continents'}, and {country} is not part of them."
     )
-    return Draft(f"Which continent is {country} on?", continent, others, solution)
+    return Draft({"country": country}, continent, others, solution)
 
 
 def cheapest_stand(rng, n, picture):
@@ -358,8 +482,7 @@ def cheapest_stand(rng, n, picture):
         f"should buy {item} there and keep more money for other things."
     )
     options = [f"at {s}'s stand" for s in sellers]
-    question = f"Where can {buyer} buy {item} for the least money?"
-    return Draft(question, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
+    return Draft({"buyer": buyer, "item": item}, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
 
 
 def alphabetical_first(rng, n, picture):
@@ -375,7 +498,7 @@ def alphabetical_first(rng, n, picture):
             f"'{first[k]}' comes before '{runner[k]}' in the alphabet."
         )
     solution = f"To put words in alphabetical order, compare them letter by letter, starting with the first letter. {detail} So '{first}' comes first."
-    return Draft("Which word would come first in alphabetical order?", first, [w for w in words if w != first], solution)
+    return Draft({}, first, [w for w in words if w != first], solution)
 
 
 def odd_rhyme(rng, n, picture):
@@ -386,7 +509,7 @@ def odd_rhyme(rng, n, picture):
         f"Words rhyme when they end with the same sound. {join_words(rhyming).capitalize()} {'both' if len(rhyming) == 2 else 'all'} end with the '-{family}' sound, "
         f"so they rhyme. '{odd}' ends with the '-{other}' sound instead, so it does not rhyme with the others."
     )
-    return Draft("Which word does not rhyme?", odd, rhyming, solution)
+    return Draft({}, odd, rhyming, solution)
 
 
 def word_class(rng, n, picture):
@@ -396,7 +519,7 @@ def word_class(rng, n, picture):
     wrong = rng.sample(pool, n - 1)
     why_not = " ".join(f"'{w}' is a {c}, {WORD_CLASS_MEANING[c]}." for w, c in wrong[:2])
     solution = f"A {cls} is {WORD_CLASS_MEANING[cls]}. '{correct}' is used this way, so it is a {cls}. {why_not}"
-    return Draft(f"Which word is a {cls}?", correct, [w for w, _ in wrong], solution)
+    return Draft({"cls": cls}, correct, [w for w, _ in wrong], solution)
 
 
 def sentence_adjective(rng, n, picture):
@@ -408,7 +531,7 @@ def sentence_adjective(rng, n, picture):
         f"'{animal}' and '{place}' are nouns that name things, and '{verb}' is a verb that tells what the {animal} does."
     )
     wrong = rng.sample([animal, verb, place], min(n - 1, 3))
-    return Draft("Which word from the sentence is an adjective?", adj, wrong, solution, hint=hint)
+    return Draft({}, adj, wrong, solution, hint=hint)
 
 
 def picture_shape(rng, n, picture):
@@ -416,7 +539,7 @@ def picture_shape(rng, n, picture):
     wrong = rng.sample([s for s in SHAPE_FACTS if s != pic.shape], n - 1)
     why_not = " ".join(f"It is not a {w}: {SHAPE_FACTS[w]}." for w in wrong[:1])
     solution = f"Look at the outline of the {pic.color} figure in the image; {SHAPE_FACTS[pic.shape]}. The figure matches this, so it is a {pic.shape}. {why_not}"
-    return Draft("Which shape is shown in the image?", pic.shape, wrong, solution, image=pic.path)
+    return Draft({}, pic.shape, wrong, solution, image=pic.path)
 
 
 def picture_color(rng, n, picture):
@@ -427,7 +550,7 @@ def picture_color(rng, n, picture):
         f"The plain background around it does not count, and the other option{'s' if len(wrong) > 1 else ''}, "
         f"{join_words(wrong)}, {'do' if len(wrong) > 1 else 'does'} not match the fill."
     )
-    return Draft("What color is the shape in the image?", pic.color, wrong, solution, image=pic.path)
+    return Draft({}, pic.color, wrong, solution, image=pic.path)
 
 
 def picture_corners(rng, n, picture):
@@ -438,7 +561,7 @@ def picture_corners(rng, n, picture):
         f"The image shows a {pic.color} {pic.shape}, and {SHAPE_FACTS[pic.shape]}. A corner is a point where two straight sides meet; "
         f"counting those points on the {pic.shape} gives {corners}."
     )
-    return Draft("How many corners does the shape in the image have?", str(corners), wrong, solution, image=pic.path)
+    return Draft({}, str(corners), wrong, solution, image=pic.path)
 
 
 def picture_description(rng, n, picture):
@@ -451,8 +574,47 @@ def picture_description(rng, n, picture):
         f"The photo shows {name}'s card: {SHAPE_FACTS[pic.shape]}, which matches the figure, so it is a {pic.shape}, "
         f"and its fill is {pic.color}. Only 'a {pic.color} {pic.shape}' gets both the shape and the colour right."
     )
-    return Draft(f"Which phrase describes {name}'s drawing?", f"a {pic.color} {pic.shape}", wrong, solution, hint=hint, image=pic.path)
+    return Draft({"name": name}, f"a {pic.color} {pic.shape}", wrong, solution, hint=hint, image=pic.path)
 
+
+# The question wordings of each kind. Phrasing 0 is the one every default build uses (its questions
+# are those of earlier versions, so runs on default builds stay valid); the others are paraphrases
+# that a build with held-out templates keeps out of train and val.
+PHRASINGS = {
+    "select_animal": ("Select the {group}.", "Which animal is a {group}?", "Which of these animals is a {group}?"),
+    "picture_shape": ("Which shape is shown in the image?", "What shape is in the picture?",
+                      "Which shape does the image show?"),
+    "thermal_energy": ("Which bottle of water has the {word} thermal energy?",
+                       "In which bottle does the water have the {word} thermal energy?",
+                       "Which water bottle holds the {word} thermal energy?"),
+    "capital_city": ("What is the capital of {country}?", "Which city is the capital of {country}?",
+                     "Which city is {country}'s capital?"),
+    "alphabetical_first": ("Which word would come first in alphabetical order?",
+                           "Which of these words comes first in a dictionary?",
+                           "If you sorted these words from A to Z, which would be first?"),
+    "picture_color": ("What color is the shape in the image?", "Which colour is the figure in the picture?",
+                      "What is the colour of the shape shown?"),
+    "state_of_matter": ("Which of these is a {state}?", "Select the {state}.", "Which one of these things is a {state}?"),
+    "cheapest_stand": ("Where can {buyer} buy {item} for the least money?",
+                       "Which stand sells {item} to {buyer} at the lowest price?",
+                       "Where should {buyer} go to pay the least for {item}?"),
+    "odd_rhyme": ("Which word does not rhyme?", "Which word does not rhyme with the others?",
+                  "Select the word that does not rhyme."),
+    "picture_corners": ("How many corners does the shape in the image have?",
+                        "How many corners does the pictured shape have?",
+                        "Count the corners of the shape in the picture: how many are there?"),
+    "plant_growth": ("How many centimeters did the plant grow in those {weeks} weeks?",
+                     "What was the plant's total growth over the {weeks} weeks?",
+                     "Over the {weeks} weeks, how much did the bean plant grow in all?"),
+    "continent_of": ("Which continent is {country} on?", "On which continent is {country}?",
+                     "{country} is part of which continent?"),
+    "word_class": ("Which word is a {cls}?", "Select the {cls}.", "Which of these words is a {cls}?"),
+    "picture_description": ("Which phrase describes {name}'s drawing?",
+                            "Which phrase matches the shape on {name}'s card?", "What did {name} draw?"),
+    "sentence_adjective": ("Which word from the sentence is an adjective?", "Select the adjective in the sentence.",
+                           "Which word in this sentence is the adjective?"),
+}
+N_PHRASINGS = 3
 
 NAT, SOC, LAN = "natural science", "social science", "language science"
 TEMPLATES = [
@@ -542,15 +704,27 @@ def n_choices_for(template: Template, band: int, rng: random.Random) -> int:
     return min(n, MAX_CHOICES.get(template.make, 5))
 
 
-def draw_problem(index: int, split: str, rng: random.Random, picture: Callable[[], Picture]) -> tuple[dict, Path | None]:
+def phrasing_for(index: int, split: str, heldout: int) -> int:
+    """Which phrasing problem `index` of `split` uses: 0 without held-out templates; otherwise train and
+    val cycle through the first N_PHRASINGS - heldout phrasings (a new one each cycle of the kinds) and
+    test through all of them, so about heldout / N_PHRASINGS of test asks in a wording never trained on."""
+    if not heldout:
+        return 0
+    used = N_PHRASINGS if split == "test" else N_PHRASINGS - heldout
+    return (index // len(TEMPLATES)) % used
+
+
+def draw_problem(index: int, split: str, rng: random.Random, picture: Callable[[], Picture],
+                 heldout: int = 0) -> tuple[dict, Path | None]:
     template = TEMPLATES[index % len(TEMPLATES)]
     band = (index + index // len(TEMPLATES)) % 2  # alternates within and across cycles
+    variant = phrasing_for(index, split, heldout)  # from the index, not the rng: the draws stay as they were
     draft = template.make(rng, n_choices_for(template, band, rng), picture)
     choices = [draft.correct, *draft.wrong]
     rng.shuffle(choices)
     grade = rng.randint(1, 6) if band == 0 else rng.randint(7, 12)
     problem = {
-        "question": draft.question,
+        "question": template.question(variant, draft.slots),
         "choices": choices,
         "answer": choices.index(draft.correct),
         "hint": draft.hint,
@@ -564,11 +738,22 @@ def draw_problem(index: int, split: str, rng: random.Random, picture: Callable[[
         "lecture": template.lecture,
         "solution": draft.solution,
         "split": split,
+        "template": template_id(template.kind, variant),  # the analog's own key: official loaders ignore it
     }
     return problem, draft.image
 
 
+def check_options(sizes: dict) -> int:
+    """The number of held-out phrasings per kind a build asks for (0: none)."""
+    heldout = sizes.get("heldout_templates", 0)
+    if isinstance(heldout, bool) or not isinstance(heldout, int) or not 0 <= heldout < N_PHRASINGS:
+        raise DatasetError(f"heldout_templates={heldout!r}: expected an integer 0..{N_PHRASINGS - 1} (phrasings per "
+                           f"question kind kept out of train and val; each kind has {N_PHRASINGS})")
+    return heldout
+
+
 def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
+    heldout = check_options(sizes)
     train_pictures = easy_vqa_pictures(train=True)
     held_out = easy_vqa_pictures(train=False)
     seeded_rng(seed, "scienceqa", "pictures").shuffle(held_out)
@@ -582,7 +767,7 @@ def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
         for index in range(sizes[split]):
             pid = str(next_pid)
             next_pid += 1
-            problem, source = draw_problem(index, split, rng, supply)
+            problem, source = draw_problem(index, split, rng, supply, heldout)
             if source is not None:
                 write_bytes(root / "images" / split / pid / "image.png", source.read_bytes())
             problems[pid] = problem
