@@ -7,7 +7,8 @@ forward pass per batch, logits only at answer positions.
 
 Removing a module in layer i leaves layers 0..i-1 untouched, so the full model's inputs to every
 layer are recorded once per batch and each configuration re-runs only layers i..L-1: about half
-the work of running every configuration from the embeddings.
+the work of running every configuration from the embeddings. `trial_scores` does this for any base
+skip set plus one removal, which is what the greedy selector (eas.selectors.greedy) needs each round.
 """
 
 from __future__ import annotations
