@@ -1,0 +1,5 @@
+"""`python -m eas`: the command line (eas.cli)."""
+
+from .cli import main
+
+raise SystemExit(main())
