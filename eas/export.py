@@ -308,7 +308,10 @@ def load_mini_llava(path: str | Path, **kwargs):
     if not projector.is_file():
         raise CheckpointError(f"{projector} is missing: the MiniLlava's projector weights.")
     lm = load_pretrained(path, **kwargs)
-    model = MiniLlava(lm, AutoTokenizer.from_pretrained(path), visual_grid=mini["visual_grid"],
+    # trust_remote_code: without it AutoTokenizer asks interactively whether to run the directory's code
+    # (config.json names it in auto_map); it only defines the config classes here.
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=True)
+    model = MiniLlava(lm, tokenizer, visual_grid=mini["visual_grid"],
                       vision_dim=mini["vision_dim"])
     try:
         model.load_projector(projector)

@@ -61,3 +61,43 @@ def study_logits(model, batch: Batch) -> torch.Tensor:
     with pia.prompt_context(batch.prompt_mask, batch.attention_mask):
         hidden, _ = CausalLMTarget(model)(batch.input_ids, batch.attention_mask)
     return arch.lm_head(model)(hidden)
+
+
+def tiny_llava_target(seed: int = 0):
+    """A tiny random LLaVA (CLIP tower + LLaMA) behind eas.llava.LlavaTarget, with skips and random PIAs."""
+    from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
+
+    from eas.llava import LlavaTarget
+    from eas.mini_llava import load_tokenizer
+
+    tok = load_tokenizer()
+    tok.add_tokens(["<image>"], special_tokens=True)
+    processor = LlavaProcessor(
+        image_processor=CLIPImageProcessorPil(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        tokenizer=tok, patch_size=8, vision_feature_select_strategy="default", image_token="<image>",
+        num_additional_image_tokens=1)
+    text = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=4,
+                       num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                       initializer_range=0.25)
+    vision = dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32)
+    from transformers import LlavaConfig
+
+    torch.manual_seed(seed)
+    model = LlavaForConditionalGeneration(LlavaConfig(text_config=text.to_dict(), vision_config=vision,
+                                                      image_token_index=tok.convert_tokens_to_ids("<image>")))
+    target = LlavaTarget(model.eval(), processor)
+    pia.attach_pia(target, SKIPS, PIA)
+    pia.randomise_adapters(target, seed=seed + 1)
+    return target
+
+
+def llava_examples():
+    from pathlib import Path
+
+    from eas.data import Example
+
+    images = sorted(str(p) for p in (Path(__file__).parent / "fixtures").glob("aid/*/*.jpg"))[:2]
+    return [Example("a", "What is shown?", "a cat", "cat", images[0]),
+            Example("b", "Say something longer than the other prompt, please.", "ok", "ok", None),
+            Example("c", "And here?", "a dog", "dog", images[1])]

@@ -68,10 +68,6 @@ class EasMixin:
         _checkpoint.check_directory(cls, pretrained_model_name_or_path, kwargs.get("config"))
         return super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
 
-    @property
-    def eas_section(self) -> dict:
-        return self.config.eas
-
     def _merges(self) -> bool:
         config = _pia.pia_config(self)
         return config is not None and config.reparam and bool(_pia.named_adapters(self))
