@@ -13,6 +13,8 @@ Modules, each doing one thing:
     skip        skipping MHAs, FFNs or whole layers
     pia         Propagation-of-Information Adapters (config / context / layer / model)
     reparam     merging PIAs into the FFN (and q/k/v) after prefill
+    export      EAS models as transformers directories (save_pretrained / from_pretrained, generate)
+    hf          the transformers classes behind them (modeling_eas.py, copied into each export)
     baselines   LoRA (peft), Adapter, MAM, DAS, full fine-tuning
     train       parameter-efficient training on Accelerate, with checkpoints and resume
     bandit      the k-armed bandit redundancy search
