@@ -8,6 +8,7 @@
                                       only the skipping needs custom code at load time
     load_pretrained(path)             the model again, through the installed library's classes
     load_mini_llava(path)             the embedded MiniLlava again (language model + projector + tokenizer)
+    export_adapters(base, dir, path)  a base model + a PIA checkpoint folder (a training run) -> a directory
 
 Users elsewhere load the same directory with
 `AutoModelForCausalLM.from_pretrained(path, trust_remote_code=True)` (LLaVA:
@@ -40,7 +41,8 @@ from .pia import adapt_adapters, named_adapters, pia_config, skip_adapters
 from .pia.config import MERGE_STRATEGIES
 from .skip import current_skips
 
-__all__ = ["CheckpointError", "FoldError", "save_pretrained", "load_pretrained", "load_mini_llava", "check_foldable"]
+__all__ = ["CheckpointError", "FoldError", "save_pretrained", "load_pretrained", "load_mini_llava", "check_foldable",
+           "export_adapters", "read_config", "model_class"]
 
 _ADAPTER_SLOTS = (".attn_adapter.", ".ffn_adapter.")
 # Keys of the base config that describe a saved file, not the model: rewritten for the EAS class.
@@ -257,6 +259,16 @@ def save_pretrained(model: nn.Module, path: str | Path, merge_strategy: str | No
             tokenizer.save_pretrained(tmp)
         io.write_text(tmp / CONFIG_FILE, config.to_json_string())  # last: a directory with a config is complete
     return Path(path)
+
+
+def export_adapters(base: nn.Module, adapter_dir: str | Path, path: str | Path, **kwargs) -> Path:
+    """Export a base model plus a PIA checkpoint folder (eas.pia.save_adapters: a training run's
+    adapters) as one EAS model directory; kwargs as save_pretrained. A checkpoint saved for a base
+    of another depth or width is refused (eas.pia.load_adapters names it)."""
+    from .pia import load_adapters
+
+    load_adapters(base, adapter_dir)
+    return save_pretrained(base, path, **kwargs)
 
 
 # ----------------------------------------------------------------------------- loading

@@ -288,3 +288,16 @@ def test_unsupported_layouts_are_refused(tmp_path):
     eas_blocks(model)[1].layer_adapter = torch.nn.Linear(64, 64)  # e.g. a DAS adapter: not exportable
     with pytest.raises(CheckpointError, match="layer_adapter.*have no place"):
         export.save_pretrained(model, tmp_path / "x")
+
+
+def test_export_from_an_adapter_checkpoint(tmp_path):
+    model = eas_lm()
+    pia.save_adapters(model, tmp_path / "run")
+    out = export.export_adapters(tiny_lm(), tmp_path / "run", tmp_path / "ckpt")
+    batch = left_padded()
+    assert torch.equal(study_logits(export.load_pretrained(out), batch), study_logits(model, batch))
+    with pytest.raises(pia.PIAError, match=r"run was saved for num_layers=4, this model has num_layers=5"):
+        export.export_adapters(tiny_lm(layers=5), tmp_path / "run", tmp_path / "deep")
+    with pytest.raises(pia.PIAError, match=r"run was saved for hidden_size=64, this model has hidden_size=32"):
+        export.export_adapters(tiny_lm(hidden=32), tmp_path / "run", tmp_path / "narrow")
+    assert not (tmp_path / "deep").exists() and not (tmp_path / "narrow").exists()
