@@ -73,12 +73,13 @@ class EasMixin:
         return config is not None and config.reparam and bool(_pia.named_adapters(self))
 
     def _eas_forward(self, input_ids, attention_mask, position_ids, cache, kwargs):
+        call = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
         inputs = input_ids if input_ids is not None else kwargs.get("inputs_embeds")
-        width = inputs.shape[1]
+        if inputs is None:
+            return super().forward(**call, **kwargs)  # the base class says what is missing
         if position_ids is None and attention_mask is not None and attention_mask.dim() == 2:
             # Positions count real tokens only, so left padding does not shift the rotary phases.
-            position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -width:]
-        call = dict(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, cache=cache)
+            call["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, -inputs.shape[1]:]
         if cache is not None and cache.get_seq_length() > 0:  # a decode step: merged weights or frozen PIA state
             return super().forward(**call, **kwargs)
         _reparam.unmerge(self)
