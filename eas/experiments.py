@@ -659,6 +659,15 @@ def compare_runs(spec_a: ExperimentSpec, spec_b: ExperimentSpec, **kw) -> dict:
     return compare_seeds([spec_a], [spec_b], **kw)
 
 
+COMPARISON_COLUMNS = ["acc_a", "acc_b", "diff", "ci_low", "ci_high", "p", "p_kind", "mdd", "seeds_a", "seeds_b",
+                      "n_items", "claim", "verdict"]
+
+
+def comparison_table(rows: dict) -> pd.DataFrame:
+    """label -> a `compare_runs` / `compare_seeds` row, as one tidy table (points; the verdict last)."""
+    return pd.DataFrame([{c: r[c] for c in COMPARISON_COLUMNS} for r in rows.values()], index=list(rows))
+
+
 # ----------------------------------------------------------------------------- timing finished runs
 
 def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:

@@ -1,6 +1,8 @@
 """Notebook parameters: one dataclass per notebook, their values per profile in YAML files.
 
-`notebooks/profiles/{smoke,cpu,gpu}.yaml` hold the values (not code). A notebook's tagged
+`notebooks/profiles/{smoke,cpu,cpu-full,gpu}.yaml` hold the values (not code); a profile file may start
+with `extends: <profile>`, taking that profile's values for every notebook and overriding only what it sets
+(per notebook, key by key: `cpu-full` is `cpu` with more seeds and test questions). A notebook's tagged
 `parameters` cell holds the cpu defaults; papermill injects a profile's values after it; the
 notebook then calls `notebook_params(name, globals())`, which validates every value against the
 dataclass below and fails with a message naming the parameter, the value and what was expected.
@@ -15,7 +17,7 @@ from pathlib import Path
 
 from .io import REPO_ROOT
 
-PROFILES = ("smoke", "cpu", "gpu")
+PROFILES = ("smoke", "cpu", "cpu-full", "gpu")
 PROFILE_DIR = REPO_ROOT / "notebooks" / "profiles"
 
 
@@ -109,7 +111,9 @@ class LatencyParams:
     threads: int = 0          # 0: leave torch's default
     skip_hidden: int = 32
     adapt_hidden: int = 8
-    merge_strategy: str = "per_example"
+    merge_strategy: str = "per_example"  # EAS merged's primary row (Table 1, Fig. 4)
+    # EAS merged is also timed with each of these (eas.reparam); per_example is the paper's reference
+    merge_strategies: list = field(default_factory=lambda: ["per_example", "low_rank", "static_router"])
     adapter_hidden: int = 128  # Adapter, MAM's parallel adapter, DAS's kept-block adapters (the paper's LLaVA sizes)
     das_layer_hidden: int = 256
     lora_r: int = 16
@@ -126,6 +130,13 @@ class LatencyParams:
         if not self.scales or any(not isinstance(v, (dict, type(None))) for v in self.scales.values()):
             raise ParameterError(f"parameter scales={self.scales!r}; expected a non-empty mapping of scale name "
                                  "to a dict of overrides.")
+        from .pia.config import MERGE_STRATEGIES
+
+        for name, values in (("merge_strategy", [self.merge_strategy]), ("merge_strategies", self.merge_strategies)):
+            bad = [v for v in values if v not in MERGE_STRATEGIES]
+            if bad or not isinstance(self.merge_strategies, list):
+                raise ParameterError(f"parameter {name}={getattr(self, name)!r}; expected strategies among "
+                                     f"{list(MERGE_STRATEGIES)}.")
 
 
 NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams,
@@ -192,13 +203,10 @@ def notebook_params(notebook: str, namespace: dict):
 
 def profile_values(profile: str, notebook: str) -> dict:
     """The values a profile sets for a notebook, checked against the notebook's parameters."""
-    import yaml
-
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}.")
     path = PROFILE_DIR / f"{profile}.yaml"
-    data = yaml.safe_load(path.read_text()) or {}
-    values = dict(data.get(notebook) or {})
+    values = _profile_section(profile, notebook)
     cls = NOTEBOOK_PARAMS.get(notebook)
     if cls is not None:
         known = {f.name for f in fields(cls)}
@@ -209,6 +217,20 @@ def profile_values(profile: str, notebook: str) -> dict:
             )
     values["profile"] = profile
     return values
+
+
+def _profile_section(profile: str, notebook: str, seen: tuple = ()) -> dict:
+    """A profile's values for one notebook, following `extends:` (the extended profile's values first)."""
+    import yaml
+
+    if profile in seen:
+        raise ParameterError(f"profiles extend each other in a cycle: {' -> '.join([*seen, profile])}.")
+    if profile not in PROFILES:
+        raise ParameterError(f"profile {seen[-1]!r} extends unknown profile {profile!r}.")
+    data = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text()) or {}
+    parent = data.pop("extends", None)
+    values = _profile_section(parent, notebook, (*seen, profile)) if parent else {}
+    return {**values, **dict(data.get(notebook) or {})}
 
 
 def as_dict(params) -> dict:
@@ -243,6 +265,11 @@ class FineTuneParams:
     n_eval: int = 200
     eval_batch_size: int = 8
     answer_tokens: int = 12      # max new tokens while evaluating
+    # training seeds of the chapter's headline comparison (`headline_seeds()`; `seed` is always among them);
+    # every other run of the chapter uses `seed` only
+    seeds: list = field(default_factory=lambda: [0])
+    # where the paper claims parity ("A keeps B's accuracy"), the largest loss in points still read as parity
+    parity_margin: float = 2.0
     timing_tokens: int = 16      # decode timing of the trained models (eas.experiments.time_runs), batch 1
     timing_repeats: int = 3
 
@@ -259,6 +286,12 @@ class FineTuneParams:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ParameterError(f"parameter {name}={value!r} must be a positive integer.")
+        if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(
+                isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.seeds):
+            raise ParameterError(f"parameter seeds={self.seeds!r}; expected a non-empty list of distinct integers >= 0.")
+        if isinstance(self.parity_margin, bool) or not isinstance(self.parity_margin, (int, float)) or \
+                not 0 <= self.parity_margin < 100:
+            raise ParameterError(f"parameter parity_margin={self.parity_margin!r} must be a number of points in [0, 100).")
         if not isinstance(self.sizes, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
                                                    for v in self.sizes.values()):
             raise ParameterError(f"parameter sizes={self.sizes!r}; expected a dict of positive split sizes.")
@@ -267,8 +300,13 @@ class FineTuneParams:
         except ValueError as err:
             raise ParameterError(f"parameters give an invalid experiment: {err}") from None
 
+    def headline_seeds(self) -> list[int]:
+        """The training seeds of the headline comparison: `seed` first, then the other `seeds`."""
+        return [self.seed] + [s for s in self.seeds if s != self.seed]
+
     def spec(self, **changes):
-        """The ExperimentSpec of one run of this chapter; `changes` are ExperimentSpec fields."""
+        """The ExperimentSpec of one run of this chapter; `changes` are ExperimentSpec fields (a `seed` change
+        is a training seed: the data, and so the test items, stay those of `self.seed`)."""
         from .experiments import ExperimentSpec
 
         pia = {"skip_hidden": self.skip_hidden, "adapt_hidden": self.adapt_hidden, **changes.pop("pia", {})}

@@ -317,3 +317,30 @@ def describe(cmp: Comparison, name_a: str = "A", name_b: str = "B", *, claim: st
             f"{cmp.a_only:.4g} items only {name_a} gets right and {cmp.b_only:.4g} only {name_b}, "
             f"p = {cmp.p:.3g} ({cmp.p_kind}); this budget detects a difference of {cmp.mdd:.1f} points "
             f"with {100 * cmp.power:.0f}% power. Verdict: **{cmp.verdict(claim, margin)}**")
+
+
+# ----------------------------------------------------------------------------- figures
+
+def plot_comparisons(ax, rows: dict, *, title: str = "paired differences, 95% interval"):
+    """A forest plot on `ax`: one line per comparison (label -> a `compare_runs` / `Comparison.to_row()` row):
+    the difference A - B in points, its interval, and the smallest detectable difference as a grey band."""
+    labels = list(rows)
+    for i, label in enumerate(labels):
+        r = rows[label]
+        ax.plot([r["ci_low"], r["ci_high"]], [i, i], color="tab:blue", lw=2)
+        ax.plot([r["diff"]], [i], "o", color="tab:blue")
+        ax.plot([-r["mdd"], r["mdd"]], [i, i], color="grey", lw=8, alpha=0.2, solid_capstyle="butt")
+    ax.axvline(0, color="black", lw=0.8)
+    ax.set(yticks=range(len(labels)), yticklabels=labels, ylim=(len(labels) - 0.5, -0.5),
+           xlabel="accuracy difference A - B (points); grey: +/- smallest detectable", title=title)
+    return ax
+
+
+def plot_seeds(ax, accuracies: dict, *, ylabel: str = "accuracy", title: str = "per training seed"):
+    """Each method's per-seed accuracies as dots, their mean as a bar: the seed spread at a glance."""
+    for i, (label, values) in enumerate(accuracies.items()):
+        values = list(values)
+        ax.bar(i, float(np.mean(values)), color="tab:blue", alpha=0.3, width=0.6)
+        ax.plot([i] * len(values), values, "o", color="tab:blue")
+    ax.set(xticks=range(len(accuracies)), xticklabels=list(accuracies), ylabel=ylabel, title=title)
+    return ax
