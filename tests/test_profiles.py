@@ -50,3 +50,26 @@ def test_bad_fine_tuning_parameters_are_named(notebook, override, message):
     values = {**profile_values("smoke", notebook), **override}
     with pytest.raises(ParameterError, match=message):
         notebook_params(notebook, values)
+
+
+def test_cpu_full_extends_cpu():
+    for name in ("02_redundancy", "03_skip_ablation", "04_pia_ablation", "07_methods"):
+        cpu, full = profile_values("cpu", name), profile_values("cpu-full", name)
+        assert full["profile"] == "cpu-full" and len(full["seeds"]) == 3 and full["n_eval"] > cpu["n_eval"]
+        assert {k: v for k, v in full.items() if k not in ("profile", "seeds", "n_eval", "sizes")} == \
+            {k: v for k, v in cpu.items() if k not in ("profile", "seeds", "n_eval", "sizes")}
+        params = notebook_params(name, full)
+        assert params.headline_seeds()[0] == params.seed
+    assert profile_values("cpu-full", "06_latency") == {**profile_values("cpu", "06_latency"), "profile": "cpu-full"}
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"seeds": []}, "seeds=.*non-empty list of distinct integers"),
+    ({"seeds": [0, 0]}, "seeds=.*distinct"),
+    ({"seeds": [-1]}, "seeds=.*>= 0"),
+    ({"parity_margin": -1.0}, "parity_margin=-1.0 must be a number of points"),
+])
+def test_bad_seed_parameters_are_named(override, message):
+    values = {**profile_values("smoke", "02_redundancy"), **override}
+    with pytest.raises(ParameterError, match=message):
+        notebook_params("02_redundancy", values)
