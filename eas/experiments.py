@@ -659,8 +659,7 @@ def compare_runs(spec_a: ExperimentSpec, spec_b: ExperimentSpec, **kw) -> dict:
     return compare_seeds([spec_a], [spec_b], **kw)
 
 
-COMPARISON_COLUMNS = ["acc_a", "acc_b", "diff", "ci_low", "ci_high", "p", "p_kind", "mdd", "seeds_a", "seeds_b",
-                      "n_items", "claim", "verdict"]
+COMPARISON_COLUMNS = ["acc_a", "acc_b", "diff", "ci_low", "ci_high", "p", "mdd", "seeds_a", "seeds_b", "verdict"]
 
 
 def comparison_table(rows: dict) -> pd.DataFrame:
