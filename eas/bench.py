@@ -161,14 +161,58 @@ def table6_timing(model, batch, k: int, *, new_tokens: int, repeats: int, skip_h
     return out
 
 
+MERGE_SCALE_STRATEGIES = ("per_example", "low_rank", "static_router")
+
+
+def strategy_timing(model, batches: dict, k: int, *, strategies=MERGE_SCALE_STRATEGIES, new_tokens: int,
+                    repeats: int, skip_hidden: int, adapt_hidden: int) -> pd.DataFrame:
+    """EAS merged with each merge strategy beside base and skip-only, interleaved, per batch size: decode
+    per token, merge cost against prefill, time per sample and the bytes each merge holds while decoding.
+    Adapters are small random values (timing does not depend on them); static_router is calibrated on
+    the largest batch."""
+    from .pia import randomise_adapters
+
+    skips = timing_skip_set(arch.num_layers(model), k)
+    skip_only = copy.deepcopy(model)
+    apply_skips(skip_only, skips)
+    variants = {"base": lambda: (model, None), "skip-only": lambda: (skip_only, None)}
+    held = {}
+    for strategy in strategies:
+        eas = copy.deepcopy(model)
+        attach_pia(eas, skips, PIAConfig(skip_hidden=skip_hidden, adapt_hidden=adapt_hidden, merge_strategy=strategy))
+        randomise_adapters(eas, scale=0.02)
+        if strategy == "static_router":
+            reparam.calibrate_static_router(eas, [batches[max(batches)]])
+        reparam.prepare_reparam(eas)
+        held[strategy] = []
+
+        def merge(m, b, out=held[strategy]):
+            undo = reparam.merge_after_prefill(m, b)
+            out.append(reparam.merge_bytes(m))
+            return undo
+        variants[strategy] = lambda m=eas, h=merge: (m, h)
+    rows = []
+    for b, batch in batches.items():
+        df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
+        for name, r in df.iterrows():
+            rows.append({"batch": b, "variant": name, "prefill_ms": r.prefill_ms, "merge_ms": r.merge_ms,
+                         "decode_ms_per_token": r.decode_ms_per_token, "ms_per_sample": r.ms_per_sample,
+                         "speedup": r.speedup, "merge_over_prefill": r.merge_ms / r.prefill_ms,
+                         "merge_mb": (held[name][-1] if held.get(name) else 0) / 2**20,
+                         "decode_vs_skip_only": r.decode_ms_per_token / df.loc["skip-only", "decode_ms_per_token"]})
+    return pd.DataFrame(rows)
+
+
 def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None = None, repeats: int = 3,
-                        seed: int = 0, prompt: dict | None = None, **shape_overrides) -> pd.DataFrame:
+                        seed: int = 0, prompt: dict | None = None, strategies=MERGE_SCALE_STRATEGIES,
+                        **shape_overrides) -> pd.DataFrame:
     """Per-prompt merge cost vs prefill on LLaVA-1.5-7B's layer shape (d=4096, d_ff=11008).
 
     A 32-layer fp32 7B model does not fit this machine's memory, so `layers` full-width layers are
     built (random weights time like trained ones), all but the last with a skipped MHA and a PIA, and
     the prompt has LLaVA-1.5's length. Both costs are per layer: merge per skipped layer, prefill per
-    layer; the full-model ratio is then k_full * merge_per_layer / (32 * prefill_per_layer)."""
+    layer; the full-model ratio is then k_full * merge_per_layer / (32 * prefill_per_layer).
+    One row per merge strategy, on the same model and prompt (static_router calibrated on that prompt)."""
     from .shapes import llava_prompt, random_llama
 
     config = config or PIAConfig.preset("llava")
@@ -177,19 +221,30 @@ def merge_cost_at_scale(layers: int, k_full: int = 12, config: PIAConfig | None 
     attach_pia(model, skipped, config)
     target = measure.CausalLMTarget(model)
     batch = llava_prompt(model.config.vocab_size, batch=1, **(prompt or {}))
-    t = reparam.time_merge(target, batch, repeats=repeats)
-    n_skipped = len(skipped.mha)
+    rows = []
+    for strategy in strategies:
+        if strategy == "static_router":
+            reparam.calibrate_static_router(model, [batch], target=target)
+        t = reparam.time_merge(target, batch, repeats=repeats, strategy=strategy)
+        rows.append(_merge_scale_row(t, strategy, layers, len(skipped.mha), k_full, config, batch))
+        reparam.release_workspace(model)
+        model._eas_reparam_plan = None  # each strategy's plan is timed from scratch; free the last one
+    return pd.DataFrame(rows)
+
+
+def _merge_scale_row(t: dict, strategy: str, layers: int, n_skipped: int, k_full: int, config, batch) -> dict:
     merge_per_layer = t["merge_ms"] / n_skipped
     prefill_per_layer = t["prefill_ms"] / layers  # the last-position LM head is a small extra, left in
-    return pd.DataFrame([{
-        "model": "llava-1.5-7b-shape", "layers_built": layers, "prompt_len": batch.input_ids.shape[1],
+    return {
+        "model": "llava-1.5-7b-shape", "strategy": strategy, "layers_built": layers,
+        "prompt_len": batch.input_ids.shape[1],
         "skip_hidden": config.skip_hidden, "adapt_hidden": config.adapt_hidden,
         "prefill_ms_measured": t["prefill_ms"], "merge_ms_measured": t["merge_ms"], "prepare_ms": t["prepare_ms"],
         "merge_ms_per_skipped_layer": merge_per_layer, "prefill_ms_per_layer": prefill_per_layer,
         "k_full": k_full, "layers_full": 32,
         "merge_over_prefill_full_model": k_full * merge_per_layer / (32 * prefill_per_layer),
         "threads": torch.get_num_threads(),
-    }])
+    }
 
 
 def run_throughput(p, train_batch: int = 8, steps: int = 3) -> pd.DataFrame:
@@ -269,7 +324,7 @@ def run_core_suite(profile: str, out: Path) -> None:
     if p.scale_layers:
         scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
         io.save_frame(out / "merge_scale.csv", scale)
-        print(scale.T.to_string(header=False))
+        print(scale.set_index("strategy").T.to_string())
     io.write_json(out / "core.json", {"params": asdict(p), "machine": machine(), "seconds": time.time() - started})
     print(f"wrote {out / 'core.csv'} in {time.time() - started:.0f} s")
 

@@ -12,6 +12,14 @@ One tidy table, one row per scale x method x k x batch (`LATENCY_COLUMNS`):
 Variants (`variant_specs`): base; LoRA (merged and unloaded: plain Linear layers again); Adapter
 (sequential, unmerged); MAM (parallel adapter + prefix); DAS_k (k whole blocks replaced by adapters,
 adapters on the kept blocks); skip-only_k (k MHAs removed, nothing added); EAS_k unmerged and merged.
+EAS merged runs once per merge strategy (`LatencyParams.merge_strategies`, eas.reparam): the row of
+`merge_strategy` is the primary one (Table 1, Fig. 4), the others are named `eas-merged[strategy] k=K`
+(`strategies` compares them). static_router is calibrated on the timed prompts, outside the clocks.
+
+Every row carries two ideal bounds from `measure.module_times`: per decode token (base minus the removed
+modules' decode time) and per sample at `typical_tokens` (the same for prefill too; the ideal merge costs
+nothing), with the fraction of each that the variant achieved; and the memory it decodes with, from tensor
+sizes: weights + adapters + KV cache + what its merge allocates (`reparam.merge_bytes`; CUDA: `peak_mb`).
 Which k modules are skipped does not change the cost: all skipping methods use the k layers before
 the last (`bench.timing_skip_set`), so DAS_k and EAS_k differ only in what they remove and add.
 
@@ -54,6 +62,9 @@ LATENCY_COLUMNS = [
     "gflops_counted", "gflops_analytic", "delta_gflops", "flops_rel_diff", "gflops_prefill", "gflops_decode",
     "kv_cache_mb", "peak_mb",
     "removed_ms", "ideal_speedup", "achieved_speedup", "achieved_fraction",
+    "removed_prefill_ms", "ideal_ms_per_sample", "ideal_sample_speedup", "achieved_sample_speedup",
+    "achieved_sample_fraction",
+    "strategy", "primary", "merge_share_of_prefill", "merge_mb", "decode_memory_mb",
     "mha_ms", "ffn_ms", "attention_share",
     "repeats", "threads", "device", "dtype",
 ]
@@ -78,14 +89,18 @@ class Spec:
     method: str
     k: int = 0
     skips: SkipSet = SkipSet()
+    strategy: str | None = None  # EAS merged only: its merge strategy
+    primary: bool = True         # False for the extra merge strategies of EAS merged
 
     @property
     def name(self) -> str:
-        return f"{self.method} k={self.k}" if self.k else self.method
+        method = self.method if self.primary else f"{self.method}[{self.strategy}]"
+        return f"{method} k={self.k}" if self.k else method
 
 
-def variant_specs(n_layers: int, ks, das_ks, methods=METHODS) -> list[Spec]:
-    """Base first (the baseline), then each method; skipping methods once per k."""
+def variant_specs(n_layers: int, ks, das_ks, methods=METHODS, strategies=(), primary: str | None = None) -> list[Spec]:
+    """Base first (the baseline), then each method; skipping methods once per k; EAS merged with the
+    `primary` strategy (default PIAConfig's), then once per other strategy in `strategies`."""
     from .bench import timing_skip_set
 
     unknown = sorted(set(methods) - set(METHODS))
@@ -101,12 +116,18 @@ def variant_specs(n_layers: int, ks, das_ks, methods=METHODS) -> list[Spec]:
         for k in (das_ks if m == "das" else ks):
             positions = timing_skip_set(n_layers, k).mha
             skips = SkipSet(layer=positions) if m == "das" else SkipSet(mha=positions)
-            specs.append(Spec(m, k, skips))
+            if m != "eas-merged":
+                specs.append(Spec(m, k, skips))
+                continue
+            first = primary or PIAConfig.merge_strategy
+            specs.append(Spec(m, k, skips, strategy=first))
+            specs += [Spec(m, k, skips, strategy=x, primary=False) for x in strategies if x != first]
     return specs
 
 
-def pia_config(p: LatencyParams) -> PIAConfig:
-    return PIAConfig(skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden, merge_strategy=p.merge_strategy)
+def pia_config(p: LatencyParams, strategy: str | None = None) -> PIAConfig:
+    return PIAConfig(skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden,
+                     merge_strategy=strategy or p.merge_strategy)
 
 
 def reset(model) -> None:
@@ -120,8 +141,9 @@ def reset(model) -> None:
         del text.__dict__["peft_config"]
 
 
-def configure(model, spec: Spec, p: LatencyParams):
-    """Put `spec`'s method on the (reset) model; returns the after_prefill hook (EAS merged) or None."""
+def configure(model, spec: Spec, p: LatencyParams, target=None, batch=None):
+    """Put `spec`'s method on the (reset) model; returns the after_prefill hook (EAS merged) or None.
+    A static router is calibrated on `batch` (run through `target`, default the model)."""
     reset(model)
     m = spec.method
     if m == "lora":
@@ -137,21 +159,25 @@ def configure(model, spec: Spec, p: LatencyParams):
     elif m == "skip-only":
         apply_skips(model, spec.skips)
     elif m in ("eas-unmerged", "eas-merged"):
-        baselines.attach_eas(model, baselines.EASConfig(mha=spec.skips.mha, pia=pia_config(p)))
+        baselines.attach_eas(model, baselines.EASConfig(mha=spec.skips.mha, pia=pia_config(p, spec.strategy)))
         if m == "eas-merged":
+            if spec.strategy == "static_router":
+                if batch is None:
+                    raise ParameterError("the static_router strategy needs prompts to calibrate on.")
+                reparam.calibrate_static_router(model, [batch], target=target)
             reparam.prepare_reparam(model)  # per task, after training: not part of a timed run
             return reparam.merge_after_prefill
     model.requires_grad_(False)
     return None
 
 
-def factories(target, specs: list[Spec], p: LatencyParams) -> dict:
+def factories(target, specs: list[Spec], p: LatencyParams, batch=None) -> dict:
     """`measure.compare` variants: each reconfigures the shared model before its run."""
     model = measure.model_of(target)
 
     def make(spec):
         def variant():
-            return target, configure(model, spec, p)
+            return target, configure(model, spec, p, target, batch)
         return variant
 
     return {s.name: make(s) for s in specs}
@@ -168,8 +194,9 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
     attention); DAS 4 d h_layer per skipped block and 4 d h per kept one; EAS unmerged 2 d r + 2 * 2 r d
     (down1, up1, up2) per skipped MHA and 4 d a per kept one, plus down2 and the router on the prompt
     mean once per forward. EAS merged decodes with merged weights of the base's shapes: nothing added
-    in decode; its prefill is the unmerged one. The per-prompt merge (a few tiny products, an axpy that
-    the counter does not see) is left at 0."""
+    in decode, except low_rank, which adds (n Wd1) B per skipped MHA (2 d r + 2 r 2 d_ff), and two_matrix,
+    a second gate/up product (2 d 2 d_ff); its prefill is the unmerged one. The per-prompt merge (a few
+    tiny products, an axpy that the counter does not see) is left at 0."""
     cfg = getattr(config, "text_config", None) or config
     d, L = cfg.hidden_size, cfg.num_hidden_layers
     hd = getattr(cfg, "head_dim", None) or d // cfg.num_attention_heads
@@ -190,7 +217,11 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
         per_call = k * (2 * d * r + 2 * d * 2)  # down2 and the router on the (B, 1, d) prompt mean
     T, steps = prompt_len, new_tokens - 1
     pre = batch * (T * per_token + per_call)
-    dec = 0 if m == "eas-merged" else batch * steps * (per_token + per_call)
+    dec = batch * steps * (per_token + per_call)
+    if m == "eas-merged":
+        f = cfg.intermediate_size
+        merged = {"low_rank": 2 * d * p.skip_hidden + 2 * p.skip_hidden * 2 * f, "two_matrix": 2 * d * 2 * f}
+        dec = batch * steps * k * merged.get(spec.strategy, 0)
     return measure.FlopCount(prefill=base.prefill + pre, merge=0, decode=base.decode + dec, batch_size=batch)
 
 
@@ -248,16 +279,21 @@ def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list
     if progress:
         print(f"latency[{scale}]: batch {b}, prompt {batch.input_ids.shape[1]}, {len(specs)} variants x "
               f"{s['repeats']} interleaved repeats", flush=True)
-    df = measure.compare(factories(target, specs, p), batch, new_tokens, repeats=s["repeats"],
+    df = measure.compare(factories(target, specs, p, batch), batch, new_tokens, repeats=s["repeats"],
                          baseline="base", warmup=p.warmup)
-    counted = {}
-    for spec in specs:  # FLOPs: one untimed, instrumented run per variant
-        counted[spec.name] = measure.counted_flops(target, batch, new_tokens, configure(model, spec, p))
+    counted, memory = {}, {}
+    for spec in specs:  # FLOPs and memory: one untimed, instrumented run per variant
+        hook = configure(model, spec, p, target, batch)
+        weights, merge = measure.param_bytes(target), []
+        counted[spec.name] = measure.counted_flops(target, batch, new_tokens, _recording(hook, merge))
+        memory[spec.name] = (weights, merge[0] if merge else 0)
     reset(model)
     config = arch.text_config(model)
     T = batch.input_ids.shape[1]
     base_g = counted["base"].gflops_per_sample
     base_dec = float(df.loc["base", "decode_ms_per_token"])
+    typ = p.typical_tokens
+    base_task = measure.sample_ms(df.loc["base", "prefill_ms"], 0.0, base_dec, typ)
     mha, ffn = sum(times.mha_ms), sum(times.ffn_ms)
     rows = []
     for spec in specs:
@@ -268,7 +304,10 @@ def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list
         removed = times.removed_ms(spec.skips)
         ideal = measure.ideal_speedup(base_dec, removed) if 0 < removed < base_dec else (
             1.0 if removed == 0 else float("inf"))
-        task_ms = r.prefill_ms + r.merge_ms + r.decode_ms_per_token * (p.typical_tokens - 1)
+        task_ms = measure.sample_ms(r.prefill_ms, r.merge_ms, r.decode_ms_per_token, typ)
+        removed_task = times.removed_prefill_ms(spec.skips) + removed * (typ - 1)
+        ideal_task = base_task - removed_task  # the ideal merge costs nothing
+        weights, merge_bytes = memory[spec.name]
         rows.append({
             "scale": scale, "method": spec.method, "k": spec.k, "batch": b, "variant": spec.name,
             "n_layers": arch.num_layers(model), "prompt_len": T, "new_tokens": new_tokens,
@@ -287,6 +326,12 @@ def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list
             "removed_ms": removed, "ideal_speedup": ideal, "achieved_speedup": base_dec / r.decode_ms_per_token,
             "achieved_fraction": measure.achieved_fraction(base_dec, r.decode_ms_per_token, removed)
             if removed > 0 else float("nan"),
+            "removed_prefill_ms": times.removed_prefill_ms(spec.skips), "ideal_ms_per_sample": ideal_task / b,
+            "ideal_sample_speedup": base_task / ideal_task if ideal_task > 0 else float("inf"),
+            "achieved_sample_speedup": base_task / task_ms,
+            "achieved_sample_fraction": (base_task - task_ms) / removed_task if removed_task > 0 else float("nan"),
+            "strategy": spec.strategy, "primary": spec.primary, "merge_share_of_prefill": r.merge_ms / r.prefill_ms,
+            "merge_mb": merge_bytes / 2**20, "decode_memory_mb": (weights + merge_bytes + r.kv_cache_bytes) / 2**20,
             "mha_ms": mha / len(times.mha_ms), "ffn_ms": ffn / len(times.ffn_ms),
             "attention_share": mha / times.base_decode_ms,
             "repeats": r.repeats, "threads": r.threads, "device": r.device, "dtype": s["dtype"],
@@ -294,12 +339,25 @@ def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list
     return rows
 
 
+def _recording(hook, out: list):
+    """`hook`, also recording into `out` the bytes its merge holds while decoding (reparam.merge_bytes)."""
+    if hook is None:
+        return None
+
+    def merge(model, batch):
+        undo = hook(model, batch)
+        out.append(reparam.merge_bytes(model))
+        return undo
+    return merge
+
+
 def run_scale(scale: str, p: LatencyParams, progress: bool = True) -> pd.DataFrame:
     """Every variant of one scale, at each of its batch sizes (one interleaved run per batch size)."""
     s = scale_settings(scale, p)
     torch.manual_seed(p.seed)
     target, batches, vision = build_scale(scale, s, p.seed)
-    specs = variant_specs(arch.num_layers(measure.model_of(target)), s["ks"], s["das_ks"], s["methods"])
+    specs = variant_specs(arch.num_layers(measure.model_of(target)), s["ks"], s["das_ks"], s["methods"],
+                          strategies=p.merge_strategies, primary=p.merge_strategy)
     rows = []
     try:
         for b in s["batches"]:
@@ -322,6 +380,7 @@ def scale_params(p: LatencyParams, scale: str) -> dict:
     """What one scale's rows depend on (a results-cache key): the scale's settings and the method sizes."""
     s = scale_settings(scale, p)
     keep = ("typical_tokens", "warmup", "module_repeats", "skip_hidden", "adapt_hidden", "merge_strategy",
+            "merge_strategies",
             "adapter_hidden", "das_layer_hidden", "lora_r", "mam_prefix", "seed")
     return {"scale": scale, **s, **{k: getattr(p, k) for k in keep}, "threads": torch.get_num_threads()}
 
@@ -335,10 +394,16 @@ def _nearest(available, target: float) -> int | None:
     return min(available, key=lambda k: (abs(k - target), -k))  # ties go to the larger k
 
 
+def primary(frame: pd.DataFrame) -> pd.DataFrame:
+    """One row per method, k and batch: EAS merged with its primary strategy only."""
+    return frame[frame.primary.fillna(True).astype(bool)] if "primary" in frame else frame
+
+
 def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
     """Table 1's FLOPs and time columns for one scale, in the paper's rows, beside the paper's values.
 
     The paper's k (out of 32 layers) is mapped to the nearest k we ran at k * n_layers / 32."""
+    frame = primary(frame)
     part = frame[(frame.scale == scale) & (frame.batch == batch)]
     n = int(part.n_layers.iloc[0])
     base = part[part.method == "base"].iloc[0]
@@ -427,6 +492,7 @@ def table1_verdict(t1: pd.DataFrame) -> str:
 
 def das_vs_eas(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
     """Fig. 4's comparison: time per sample against the number of skipped modules, DAS vs EAS."""
+    frame = primary(frame)
     part = frame[(frame.scale == scale) & (frame.batch == batch) & frame.method.isin(SKIPPING)]
     base = frame[(frame.scale == scale) & (frame.batch == batch) & (frame.method == "base")].iloc[0]
     out = part.pivot_table(index="k", columns="method", values="task_ms_per_sample")
@@ -450,9 +516,54 @@ def das_vs_eas_verdict(fig4: pd.DataFrame) -> str:
 
 
 def ideal_vs_achieved(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per skipping variant: the ideal and achieved speed-ups per decode token and per sample."""
     part = frame[frame.method.isin(SKIPPING)]
-    return part[["scale", "batch", "method", "k", "removed_ms", "ideal_speedup", "achieved_speedup",
-                 "achieved_fraction"]].reset_index(drop=True)
+    cols = ["scale", "batch", "method", "k", "variant", "removed_ms", "ideal_speedup", "achieved_speedup",
+            "achieved_fraction", "ideal_sample_speedup", "achieved_sample_speedup", "achieved_sample_fraction"]
+    return part[[c for c in cols if c in part]].reset_index(drop=True)
+
+
+def strategies(frame: pd.DataFrame) -> pd.DataFrame:
+    """EAS merged per merge strategy beside skip-only (its floor) and base, per scale, batch and k.
+
+    decode_vs_skip_only and memory_vs_skip_only: 1 is the floor (the merge leaves nothing behind);
+    speedup: base's time per sample (prefill + merge + decode at typical_tokens) over the row's."""
+    rows = []
+    for (scale, b), part in frame.groupby(["scale", "batch"]):
+        base = part[part.method == "base"].iloc[0]
+        for k, g in part[part.method == "eas-merged"].groupby("k"):
+            skip = part[(part.method == "skip-only") & (part.k == k)]
+            skip = skip.iloc[0] if len(skip) else None
+            for r in g.itertuples():
+                rows.append({
+                    "scale": scale, "batch": b, "k": k, "strategy": r.strategy, "primary": r.primary,
+                    "decode_ms_per_token": r.decode_ms_per_token, "task_ms_per_sample": r.task_ms_per_sample,
+                    "speedup": base.task_ms_per_sample / r.task_ms_per_sample,
+                    "decode_vs_skip_only": r.decode_ms_per_token / skip.decode_ms_per_token if skip is not None
+                    else float("nan"),
+                    "merge_ms": r.merge_ms, "merge_share_of_prefill": r.merge_share_of_prefill,
+                    "merge_mb": r.merge_mb, "decode_memory_mb": r.decode_memory_mb,
+                    "memory_vs_skip_only": r.decode_memory_mb / skip.decode_memory_mb if skip is not None
+                    else float("nan"),
+                    "ideal_sample_speedup": r.ideal_sample_speedup,
+                    "achieved_sample_fraction": r.achieved_sample_fraction,
+                })
+    return pd.DataFrame(rows)
+
+
+def best_strategy(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per scale and batch: the strategy with the lowest time per sample at the largest k, and by how much
+    it beats the paper's per-example merge (> 1: faster)."""
+    st = strategies(frame)
+    rows = []
+    for (scale, b), g in st.groupby(["scale", "batch"]):
+        g = g[g.k == g.k.max()].set_index("strategy")
+        best = g.task_ms_per_sample.idxmin()
+        ref = g.task_ms_per_sample.get("per_example", float("nan"))
+        rows.append({"scale": scale, "batch": b, "k": int(g.k.iloc[0]), "best": best,
+                     "best_speedup_vs_base": g.loc[best, "speedup"],
+                     "best_vs_per_example": ref / g.loc[best, "task_ms_per_sample"]})
+    return pd.DataFrame(rows)
 
 
 def attention_share(frame: pd.DataFrame) -> pd.DataFrame:
@@ -497,6 +608,28 @@ def plot_das_vs_eas(frame: pd.DataFrame, scale: str, batch: int = 1, ax=None):
     ax.set(xlabel="skipped modules (k)", ylabel="ms per sample", title=f"{scale}, batch {batch}: DAS vs EAS")
     ax.legend(fontsize=8)
     return ax.figure
+
+
+def plot_ideal_vs_achieved_per_sample(frame: pd.DataFrame, k: int | None = None):
+    """One panel per scale and batch: per-sample speed-up over base, ideal (bar outline) and achieved (bar),
+    for each skipping variant at the largest k (or `k`)."""
+    import matplotlib.pyplot as plt
+
+    part = frame[frame.method.isin(SKIPPING)]
+    groups = list(part.groupby(["scale", "batch"]))
+    fig, axes = plt.subplots(1, max(len(groups), 1), figsize=(4.2 * max(len(groups), 1), 3.4), squeeze=False)
+    for ax, ((scale, b), g) in zip(axes[0], groups):
+        g = g[g.k == (k if k is not None and k in set(g.k) else g.k.max())]
+        x = range(len(g))
+        ax.bar(x, g.ideal_sample_speedup, color="none", edgecolor="k", lw=1.0, label="ideal")
+        ax.bar(x, g.achieved_sample_speedup, color="tab:green", alpha=0.7, label="achieved")
+        ax.axhline(1.0, color="grey", lw=0.8, ls=":")
+        ax.set_xticks(list(x), [v.rsplit(" k=", 1)[0] for v in g.variant], rotation=40, ha="right", fontsize=7)
+        ax.set(title=f"{scale}, batch {b}, k={int(g.k.iloc[0])}", ylabel="time per sample: base / variant")
+        lo = min(g.achieved_sample_speedup.min(), 1.0)
+        ax.set_ylim(0.9 * lo, 1.05 * max(g.ideal_sample_speedup.replace(np.inf, np.nan).max(), 1.0))
+        ax.legend(fontsize=7)
+    return fig
 
 
 def plot_ideal_vs_achieved(frame: pd.DataFrame, ax=None):

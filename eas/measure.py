@@ -414,6 +414,11 @@ def ideal_speedup(base_ms: float, removed_ms: float) -> float:
     return base_ms / (base_ms - removed_ms)
 
 
+def sample_ms(prefill_ms: float, merge_ms: float, decode_ms_per_token: float, tokens: int) -> float:
+    """Time of one generation of `tokens` tokens: prefill (gives the first), merge, tokens - 1 decode steps."""
+    return prefill_ms + merge_ms + decode_ms_per_token * (tokens - 1)
+
+
 def achieved_fraction(base_ms: float, measured_ms: float, removed_ms: float) -> float:
     """Share of the removable time that skipping actually saved: (base - measured) / removed."""
     if removed_ms <= 0:
@@ -433,12 +438,26 @@ class ModuleTimes:
     base_decode_ms: float
     method: str
     detail: dict = field(default_factory=dict)
+    # The same for the whole prefill (ms per prefill, whole batch); NaN where not measured (hooks).
+    mha_prefill_ms: list[float] = field(default_factory=list)
+    ffn_prefill_ms: list[float] = field(default_factory=list)
+    base_prefill_ms: float = float("nan")
 
     def removed_ms(self, skips: SkipSet) -> float:
         """Decode time the modules in `skips` take in the base model (what skipping them could save)."""
-        L = len(self.mha_ms)
-        return sum(self.mha_ms[i] for i in range(L) if skips.attn_skipped(i)) + \
-            sum(self.ffn_ms[i] for i in range(L) if skips.ffn_skipped(i))
+        return self._removed(self.mha_ms, self.ffn_ms, skips)
+
+    def removed_prefill_ms(self, skips: SkipSet) -> float:
+        """Prefill time the modules in `skips` take in the base model."""
+        if not self.mha_prefill_ms:
+            return float("nan")
+        return self._removed(self.mha_prefill_ms, self.ffn_prefill_ms, skips)
+
+    @staticmethod
+    def _removed(mha, ffn, skips: SkipSet) -> float:
+        L = len(mha)
+        return sum(mha[i] for i in range(L) if skips.attn_skipped(i)) + \
+            sum(ffn[i] for i in range(L) if skips.ffn_skipped(i))
 
     def ideal_speedup(self, skips: SkipSet) -> float:
         return ideal_speedup(self.base_decode_ms, self.removed_ms(skips))
@@ -494,10 +513,15 @@ def _module_times_ablation(target, model, batch, new_tokens, repeats, warmup, L)
 
     df = compare({k: variant(s) for k, s in sets.items()}, batch, new_tokens, repeats,
                  baseline="base", warmup=warmup)
-    base = float(df.loc["base", "decode_ms_per_token"])
-    mha = (base - float(df.loc["mha_ablated", "decode_ms_per_token"])) / (L - 1)
-    ffn = (base - float(df.loc["ffn_ablated", "decode_ms_per_token"])) / L
-    return ModuleTimes([mha] * L, [ffn] * L, base, "ablation", detail={"frame": df})
+    def per_module(col):
+        base = float(df.loc["base", col])
+        return (base, (base - float(df.loc["mha_ablated", col])) / (L - 1),
+                (base - float(df.loc["ffn_ablated", col])) / L)
+
+    base, mha, ffn = per_module("decode_ms_per_token")
+    base_pre, mha_pre, ffn_pre = per_module("prefill_ms")  # the same runs' prefill clocks: no extra run
+    return ModuleTimes([mha] * L, [ffn] * L, base, "ablation", detail={"frame": df},
+                       mha_prefill_ms=[mha_pre] * L, ffn_prefill_ms=[ffn_pre] * L, base_prefill_ms=base_pre)
 
 
 @torch.no_grad()

@@ -360,11 +360,12 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
 
 
 @torch.no_grad()
-def calibrate_static_router(model: nn.Module, batches) -> dict[int, torch.Tensor]:
+def calibrate_static_router(model: nn.Module, batches, target=None) -> dict[int, torch.Tensor]:
     """Fix every skip PIA's router weights to their mean over the prompts of `batches` (a task's
     training or validation prompts): the task-level static router, a beyond-the-paper option that
     makes one merged weight serve every prompt. It changes the model's function (each prompt no
-    longer picks its own mix), so its accuracy cost must be measured. Returns the weights per layer."""
+    longer picks its own mix), so its accuracy cost must be measured. Returns the weights per layer.
+    `target`: what runs the prompts when `model` is not itself a generation target (measure.CausalLMTarget)."""
     from .generate import prefill
 
     pias = skip_adapters(model)
@@ -375,7 +376,7 @@ def calibrate_static_router(model: nn.Module, batches) -> dict[int, torch.Tensor
     sums = {i: 0.0 for i in pias}
     rows = 0
     for batch in batches:
-        prefill(model, batch)
+        prefill(target if target is not None else model, batch)
         for i, p in pias.items():
             sums[i] = sums[i] + p.route(p.state.mean()).sum(0)
         rows += len(batch)

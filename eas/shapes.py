@@ -129,3 +129,63 @@ def llava_prompt(vocab_size: int, batch: int = 1, visual_tokens: int = LLAVA_VIS
     ids = torch.randint(3, vocab_size, (batch, T), generator=gen).to(device)
     mask = torch.ones(batch, T, dtype=torch.long, device=device)
     return Batch(ids, mask, mask.bool())
+
+
+# ----------------------------------------------------------------------------- roofline bounds
+
+def module_params(config) -> dict[str, int]:
+    """Weights per decoder layer (attention q,k,v,o; MLP gate,up,down) and of the LM head."""
+    d, f = config.hidden_size, config.intermediate_size
+    hd = getattr(config, "head_dim", None) or d // config.num_attention_heads
+    q, kv = config.num_attention_heads * hd, config.num_key_value_heads * hd
+    return {"attn": 2 * d * q + 2 * d * kv, "mlp": 3 * d * f, "head": config.vocab_size * d}
+
+
+def decode_bound(config, k: int, context: int = LLAVA_VISUAL_TOKENS + LLAVA_TEXT_TOKENS, batch: int = 1,
+                 bytes_per: int = 2) -> dict:
+    """The decode speed-up skipping k MHAs can give where decoding is bound by memory traffic.
+
+    At small batch one decode step reads every weight once (the embedding table: one row per token,
+    left out) and each kept attention's KV cache, while its arithmetic is a few FLOPs per byte, far under
+    a GPU's (or a CPU's) balance point. Time is then proportional to bytes read, and skipping k MHAs
+    removes k layers' attention weights and KV caches: bound = bytes / (bytes - removed)."""
+    m, L = module_params(config), config.num_hidden_layers
+    hd = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    kv_layer = 2 * context * batch * config.num_key_value_heads * hd
+    weights = L * (m["attn"] + m["mlp"]) + m["head"]
+    total = (weights + L * kv_layer) * bytes_per
+    removed = k * (m["attn"] + kv_layer) * bytes_per
+    return {"weight_bytes": weights * bytes_per, "attn_weight_share": L * m["attn"] / weights,
+            "kv_bytes": L * kv_layer * bytes_per, "removed_bytes": removed, "bound": total / (total - removed)}
+
+
+def prefill_bound(config, k: int, prompt_len: int = LLAVA_VISUAL_TOKENS + LLAVA_TEXT_TOKENS) -> dict:
+    """The prefill speed-up skipping k MHAs can give where prefill is bound by arithmetic: FLOPs / (FLOPs -
+    removed), per prompt token (the T x T attention square as SDPA computes it; the LM head runs once)."""
+    m, L = module_params(config), config.num_hidden_layers
+    hd = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    attn = 2 * m["attn"] + 4 * prompt_len * config.num_attention_heads * hd  # per token: projections + scores
+    total = L * (attn + 2 * m["mlp"])
+    return {"attn_flop_share": L * attn / total, "bound": total / (total - k * attn)}
+
+
+# Measured speed-ups the paper reports (its Table 1, its abstract, its Table 6) and what each compares.
+PAPER_SPEEDUPS = {
+    "EAS_12 vs LLaVA-1.5-7B (Table 1: 2.19 s -> 1.82 s)": (2.19 / 1.82, "skipping 12 MHAs, adapters merged"),
+    "EAS vs LaVIN (abstract: 2.18x)": (2.18, "skipping 12 MHAs + LaVIN's unmerged adapters removed"),
+    "Re-param. vs Base PIA (Table 6: 2.94 s -> 1.69 s)": (2.94 / 1.69, "merging PIAs, same 12 MHAs skipped"),
+}
+
+
+def paper_speedups_vs_bound(shape: str = "llava-1.5-7b", k: int = 12, bytes_per: int = 2):
+    """Each reported speed-up beside the roofline bound of skipping k MHAs (decode and prefill, the
+    larger of the two binds a whole sample): `excess` > 1 is speed-up that skipping alone cannot give,
+    so the comparison must also remove something else (unmerged adapter branches, other overheads)."""
+    import pandas as pd
+
+    config = shape_config(shape)
+    dec, pre = decode_bound(config, k, bytes_per=bytes_per), prefill_bound(config, k)
+    bound = max(dec["bound"], pre["bound"])
+    rows = [{"claim": name, "speedup": x, "compares": what, "decode_bound": dec["bound"], "prefill_bound": pre["bound"],
+             "fits": x <= bound * 1.01, "excess": x / bound} for name, (x, what) in PAPER_SPEEDUPS.items()]
+    return pd.DataFrame(rows).set_index("claim")

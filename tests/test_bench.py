@@ -42,6 +42,7 @@ def test_merge_cost_at_scale_runs_on_a_shrunk_shape():
                                       prompt={"visual_tokens": 8, "text_tokens": 4}, hidden_size=32,
                                       intermediate_size=64, num_attention_heads=4, num_key_value_heads=4,
                                       vocab_size=128)
-    row = frame.iloc[0]
-    assert row.layers_built == 2 and row.prompt_len == 12
-    assert row.merge_ms_measured > 0 and row.prefill_ms_measured > 0 and row.merge_over_prefill_full_model > 0
+    assert list(frame.strategy) == list(bench.MERGE_SCALE_STRATEGIES)
+    for row in frame.itertuples():
+        assert row.layers_built == 2 and row.prompt_len == 12
+        assert row.merge_ms_measured > 0 and row.prefill_ms_measured > 0 and row.merge_over_prefill_full_model > 0

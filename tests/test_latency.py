@@ -32,8 +32,9 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     assert not (out / "core.csv").exists()  # --suite latency runs the latency suite only
     df = pd.read_csv(out / "latency.csv")
     assert list(df.columns) == latency.LATENCY_COLUMNS
-    # base, lora, adapter, mam, das x2, (skip-only, eas-unmerged, eas-merged) x2 -- at batch 1 and 2
-    assert len(df) == 2 * (4 + 2 + 3 * 2)
+    # base, lora, adapter, mam, das x2, (skip-only, eas-unmerged, eas-merged) x2, and EAS merged with the two
+    # other strategies x2 -- at batch 1 and 2
+    assert len(df) == 2 * (4 + 2 + 3 * 2 + 2 * 2)
     assert (df.prefill_ms > 0).all() and (df.decode_ms_per_token > 0).all() and df.peak_mb.isna().all()
     for png in ("latency_methods_tiny.png", "latency_das_vs_eas_tiny.png", "latency_ideal_vs_achieved.png"):
         assert (out / png).stat().st_size > 0
@@ -49,13 +50,28 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     assert b1.loc["skip-only k=2", "kv_cache_mb"] / b1.loc["base", "kv_cache_mb"] == pytest.approx(2 / 4)
     assert b1.loc["mam", "kv_cache_mb"] > b1.loc["base", "kv_cache_mb"]
     assert (b1.loc[["base", "lora", "adapter", "mam"], "ideal_speedup"] == 1).all()
+    # per sample the ideal includes prefill: skipping saves there too
+    assert (b1.loc[["skip-only k=2", "eas-merged k=2"], "ideal_sample_speedup"] > 1).all()
+    # merge strategies: one row each, memory from tensor sizes (deterministic)
+    b2 = df[df.batch == 2].set_index("variant")
+    merged = df[df.method == "eas-merged"]
+    assert set(merged.strategy) == {"per_example", "low_rank", "static_router"}
+    assert set(merged[merged.primary].strategy) == {"per_example"}
+    assert (merged.merge_mb > 0).all() and df[df.method != "eas-merged"].merge_mb.eq(0).all()
+    assert b2.loc["eas-merged[low_rank] k=2", "merge_mb"] < b2.loc["eas-merged k=2", "merge_mb"]
+    assert b2.loc["eas-merged k=2", "decode_memory_mb"] > b2.loc["skip-only k=2", "decode_memory_mb"]
+    st = latency.strategies(df)
+    assert len(st) == 2 * 2 * 3 and st.decode_vs_skip_only.notna().all() and (st.memory_vs_skip_only > 1).all()
+    best = latency.best_strategy(df)
+    assert list(best.batch) == [1, 2] and set(best.best) <= {"per_example", "low_rank", "static_router"}
+    assert latency.table1(df, "tiny", 1).loc["EAS_12", "ours"] == "EAS_2"  # primary rows only
 
 
 def test_random_llama_scale_runs_and_counts_flops():
     p = toy_params(scales={"toy": {"shape": "llama-1b", "overrides": TOY, "visual_tokens": 6, "text_tokens": 4,
                                    "batches": [2]}})
     df = latency.run_scale("toy", p, progress=False)
-    assert len(df) == 12 and set(df.batch) == {2} and (df.prompt_len == 10).all()
+    assert len(df) == 16 and set(df.batch) == {2} and (df.prompt_len == 10).all()
     assert df[df.method != "eas-merged"].flops_rel_diff.abs().max() < 1e-9
 
 
@@ -81,6 +97,10 @@ def test_variant_specs():
     assert by["eas-unmerged k=2"].skips == SkipSet(mha=(5, 6)) == by["skip-only k=2"].skips
     only = latency.variant_specs(8, [2], [1], methods=["eas-merged"])
     assert [s.name for s in only] == ["base", "eas-merged k=2"]
+    per = latency.variant_specs(8, [2], [1], methods=["eas-merged"], strategies=["per_example", "low_rank"],
+                                primary="low_rank")
+    assert [(s.name, s.strategy, s.primary) for s in per[1:]] == [
+        ("eas-merged k=2", "low_rank", True), ("eas-merged[per_example] k=2", "per_example", False)]
     with pytest.raises(ParameterError, match="unknown latency methods"):
         latency.variant_specs(8, [2], [1], methods=["prompt-tuning"])
 
@@ -117,10 +137,14 @@ def test_analytic_flops_of_adapters():
     adapter = latency.analytic_variant_flops(cfg, latency.Spec("adapter"), 10, 3, 1, p)
     # one adapter per block: 2 FLOPs x (d h + h d) per token, on 10 prompt + 2 decode tokens
     assert adapter.total - base.total == 4 * 4 * 64 * 8 * (10 + 2)
-    eas = latency.Spec("eas-merged", 1, SkipSet(mha=(2,)))
+    eas = latency.Spec("eas-merged", 1, SkipSet(mha=(2,)), strategy="per_example")
     merged = latency.analytic_variant_flops(cfg, eas, 10, 3, 1, p)
     unmerged = latency.analytic_variant_flops(cfg, dataclasses.replace(eas, method="eas-unmerged"), 10, 3, 1, p)
     assert merged.prefill == unmerged.prefill and merged.decode < unmerged.decode
+    # low_rank decodes (n Wd1) B on top: 2 d r + 2 r 2 d_ff per token and skipped MHA, 2 decode steps
+    low = latency.analytic_variant_flops(cfg, dataclasses.replace(eas, strategy="low_rank"), 10, 3, 1, p)
+    r = p.skip_hidden
+    assert low.decode - merged.decode == 2 * (2 * 64 * r + 2 * r * 2 * 128) < unmerged.decode - merged.decode
 
 
 def test_ideal_and_achieved_arithmetic():
@@ -144,6 +168,8 @@ def test_bad_latency_parameters_are_named():
         notebook_params("06_latency", {**values, "ks": [0]})
     with pytest.raises(ParameterError, match="new_tokens=1 must be >= 2"):
         notebook_params("06_latency", {**values, "new_tokens": 1})
+    with pytest.raises(ParameterError, match="merge_strategies"):
+        notebook_params("06_latency", {**values, "merge_strategies": ["low-rank"]})
     with pytest.raises(ParameterError, match="unknown keys"):
         latency.scale_settings("tiny", toy_params(scales={"tiny": {"prompt": 3}}))
 

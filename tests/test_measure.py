@@ -167,6 +167,11 @@ def test_ideal_speedup_arithmetic():
     times = measure.ModuleTimes([2.0] * 4, [3.0] * 4, base_decode_ms=40.0, method="test")
     skips = SkipSet(mha=(0, 1), ffn=(3,))
     assert times.removed_ms(skips) == 7.0 and times.ideal_speedup(skips) == pytest.approx(40 / 33)
+    assert math.isnan(times.removed_prefill_ms(skips))  # not measured
+    timed = measure.ModuleTimes([2.0] * 4, [3.0] * 4, 40.0, "test", mha_prefill_ms=[5.0] * 4,
+                                ffn_prefill_ms=[7.0] * 4, base_prefill_ms=100.0)
+    assert timed.removed_prefill_ms(skips) == 17.0
+    assert measure.sample_ms(100.0, 3.0, 40.0, tokens=11) == 100.0 + 3.0 + 400.0
     rep = measure.speedup_report(times, {"eas": (skips, 36.5)})
     assert rep.loc["eas", "achieved_fraction"] == pytest.approx(0.5)
     assert rep.loc["eas", "achieved_speedup"] == pytest.approx(40 / 36.5)
@@ -181,6 +186,8 @@ def test_module_times_restore_and_shape(llama, method):
     assert times.base_decode_ms > 0 and all(math.isfinite(v) for v in times.mha_ms + times.ffn_ms)
     if method == "hooks":
         assert all(v > 0 for v in times.mha_ms + times.ffn_ms)
+    else:  # the ablation's prefill clocks give the prefill side of the ideal bound
+        assert len(times.mha_prefill_ms) == 4 and times.base_prefill_ms > 0
     from eas.skip import current_skips
 
     assert current_skips(llama).count() == 0
@@ -215,3 +222,20 @@ def test_random_llama_builder_scaled_down(shape):
     gen = greedy_generate(measure.CausalLMTarget(model), batch, 3, ignore_eos=True)
     assert gen.tokens.shape == (1, 3)
     assert torch.isfinite(model.model.rotary_emb.inv_freq).all()
+
+
+def test_roofline_bounds_from_the_shapes():
+    """At batch 1 a 7B LLaMA's attention projections are about a third of its weight bytes, so skipping 12 of
+    32 MHAs bounds a memory-bound decode near 1.14x (1.15x with the KV cache of a 636-token prompt)."""
+    cfg = shapes.shape_config("llava-1.5-7b")
+    weights_only = shapes.decode_bound(cfg, 12, context=0)
+    assert weights_only["attn_weight_share"] == pytest.approx(0.325, abs=0.001)
+    assert weights_only["bound"] == pytest.approx(1.139, abs=0.001)
+    assert weights_only["weight_bytes"] == 2 * (shapes.param_count(cfg) - cfg.vocab_size * cfg.hidden_size
+                                                - cfg.num_hidden_layers * 2 * cfg.hidden_size - cfg.hidden_size)
+    assert 1.139 < shapes.decode_bound(cfg, 12)["bound"] < 1.15
+    assert shapes.decode_bound(cfg, 0)["bound"] == 1.0
+    assert 1.14 < shapes.prefill_bound(cfg, 12)["bound"] < 1.16
+    claims = shapes.paper_speedups_vs_bound()
+    assert not claims.fits.any() and (claims.excess > 1.04).all()  # every reported speed-up exceeds the bound
+    assert claims.excess.iloc[1] == pytest.approx(2.18 / claims.prefill_bound.iloc[1])
