@@ -18,14 +18,16 @@ Modules, each doing one thing:
     baselines   LoRA (peft), Adapter, MAM, DAS, full fine-tuning
     train       parameter-efficient training on Accelerate, with checkpoints and resume
     bandit      the k-armed bandit redundancy search
-    selectors   which modules to skip: random, last-k, attention drop, block influence, bandit
+    selectors   which modules to skip: random, last-k, attention drop, block influence, greedy removal, bandit
     experiments one fine-tuning experiment -> one tidy results row (resumable, never repeated)
+    stats       paired comparisons of two methods on the same items, over seeds; verdicts
     probe       training-free removal probe of single modules
     measure     latency (prefill / merge / decode), FLOPs, memory; shapes: true-scale random models
     latency     the latency suite: every method side by side, at several scales
     bench       `make bench`
     results     result tables keyed by their parameters
-    profiles    papermill parameters per profile (smoke / cpu / gpu), validated
+    profiles    papermill parameters per profile (smoke / cpu / cpu-full / gpu), validated
+    cli         `python -m eas search | finetune | evaluate | export`
 """
 
 import warnings
