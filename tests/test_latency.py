@@ -56,9 +56,9 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     b2 = df[df.batch == 2].set_index("variant")
     merged = df[df.method == "eas-merged"]
     assert set(merged.strategy) == {"per_example", "low_rank", "static_router"}
-    assert set(merged[merged.primary].strategy) == {"per_example"}
+    assert set(merged[merged.primary].strategy) == {"low_rank"}  # the default; per_example is the reference
     assert (merged.merge_mb > 0).all() and df[df.method != "eas-merged"].merge_mb.eq(0).all()
-    assert b2.loc["eas-merged[low_rank] k=2", "merge_mb"] < b2.loc["eas-merged k=2", "merge_mb"]
+    assert b2.loc["eas-merged k=2", "merge_mb"] < b2.loc["eas-merged[per_example] k=2", "merge_mb"]
     assert b2.loc["eas-merged k=2", "decode_memory_mb"] > b2.loc["skip-only k=2", "decode_memory_mb"]
     st = latency.strategies(df)
     assert len(st) == 2 * 2 * 3 and st.decode_vs_skip_only.notna().all() and (st.memory_vs_skip_only > 1).all()
