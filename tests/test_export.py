@@ -42,7 +42,7 @@ def test_remote_code_load_equals_the_study_model(tmp_path, family):
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["auto_map"]["AutoModelForCausalLM"].startswith("modeling_eas.Eas")
     assert cfg["eas"]["skips"]["mha"] == [0, 2] and cfg["eas"]["pia"]["skip_hidden"] == 8
-    assert cfg["eas"]["merge_strategy"] == "per_example" and cfg["eas"]["version"]
+    assert cfg["eas"]["merge_strategy"] == "low_rank" and cfg["eas"]["version"]
 
     loaded = remote(out)
     assert type(loaded).__module__.startswith("transformers_modules")  # the copied file ran, not eas.hf

@@ -104,7 +104,8 @@ def test_decoding_runs_the_plain_skipped_model(tokenizer):
     undo = reparam.merge_after_prefill(model, batch)
     assert reparam.is_merged(model)
     assert all(layers[i].ffn_adapter is None and layers[i].attn_adapter is None for i in range(4))
-    assert isinstance(layers[0].block.mlp, reparam.MergedMLP) and isinstance(layers[2].block.mlp, reparam.MergedMLP)
+    merged_kinds = (reparam.MergedMLP, reparam.LowRankMLP)  # per the config's merge strategy
+    assert isinstance(layers[0].block.mlp, merged_kinds) and isinstance(layers[2].block.mlp, merged_kinds)
     assert layers[1].block.self_attn.q_proj is not originals[1][1]
     with torch.no_grad():
         mask = torch.cat([batch.attention_mask, batch.attention_mask.new_ones(3, 1)], 1)
