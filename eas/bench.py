@@ -35,7 +35,7 @@ from .pia import PIAConfig, attach_pia
 from .profiles import PROFILES, BenchParams, notebook_params, profile_values
 from .skip import SkipSet, apply_skips
 
-SUITES = ("core", "latency", "all")
+SUITES = ("core", "latency", "strategies", "all")
 CORE_COLUMNS = ["model", "method", "k", "batch", "prefill_ms", "decode_ms_per_token", "merge_ms", "kv_cache_mb"]
 
 
@@ -177,17 +177,25 @@ def strategy_timing(model, batches: dict, k: int, *, strategies=MERGE_SCALE_STRA
     apply_skips(skip_only, skips)
     variants = {"base": lambda: (model, None), "skip-only": lambda: (skip_only, None)}
     held = {}
+    config = PIAConfig(skip_hidden=skip_hidden, adapt_hidden=adapt_hidden)
+    per_prompt = None  # the strategies with a per-prompt router share one EAS copy (a 1B copy is 4.4 GB)
     for strategy in strategies:
-        eas = copy.deepcopy(model)
-        attach_pia(eas, skips, PIAConfig(skip_hidden=skip_hidden, adapt_hidden=adapt_hidden, merge_strategy=strategy))
-        randomise_adapters(eas, scale=0.02)
         if strategy == "static_router":
+            eas = copy.deepcopy(model)
+            attach_pia(eas, skips, config.replace(merge_strategy=strategy))
+            randomise_adapters(eas, scale=0.02)
             reparam.calibrate_static_router(eas, [batches[max(batches)]])
-        reparam.prepare_reparam(eas)
+        else:
+            if per_prompt is None:
+                per_prompt = copy.deepcopy(model)
+                attach_pia(per_prompt, skips, config)
+                randomise_adapters(per_prompt, scale=0.02)
+            eas = per_prompt
+        reparam.prepare_reparam(eas, strategy=strategy)  # per task, once: outside every clock
         held[strategy] = []
 
-        def merge(m, b, out=held[strategy]):
-            undo = reparam.merge_after_prefill(m, b)
+        def merge(m, b, out=held[strategy], strategy=strategy):
+            undo = reparam.merge_after_prefill(m, b, strategy)
             out.append(reparam.merge_bytes(m))
             return undo
         variants[strategy] = lambda m=eas, h=merge: (m, h)
@@ -290,7 +298,53 @@ def main(argv=None) -> int:
         run_core_suite(args.profile, out)
     if args.suite in ("latency", "all"):
         run_latency_suite(args.profile, out)
+    if args.suite in ("strategies", "all"):
+        run_strategies_suite(args.profile, out)
     return 0
+
+
+def run_strategies_suite(profile: str, out: Path) -> pd.DataFrame:
+    """The merge before and after issue 9, in one interleaved run per scale: the paper's per-example
+    merge (the reference) against the factored low-rank merge and the static router, beside base and
+    skip-only; then the merge's cost at LLaVA-1.5-7B's layer shape. -> strategies.csv, merge_scale.csv"""
+    from .shapes import llava_prompt, random_llama
+
+    p = notebook_params("bench", profile_values(profile, "bench"))
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    started, frames = time.time(), []
+    for scale, s in p.strategy_scales.items():
+        if scale in ("tiny", "mini-llava"):
+            model = timing_model(scale, p.seed)
+            batches = prompt_batches(model, s["batches"], p.seed)
+        else:  # a randomly initialised LLaMA of an eas.shapes shape, LLaVA-length prompt
+            model = measure.CausalLMTarget(random_llama(scale, seed=p.seed))
+            batches = {b: llava_prompt(model.config.vocab_size, batch=b, visual_tokens=s.get("visual_tokens", 64),
+                                       text_tokens=s.get("text_tokens", 32), seed=p.seed) for b in s["batches"]}
+        print(f"strategies: {scale}, batches {list(batches)}, k={s.get('k', 12)}", flush=True)
+        frame = strategy_timing(model, batches, s.get("k", 12), strategies=s.get("strategies", MERGE_SCALE_STRATEGIES),
+                                new_tokens=s.get("new_tokens", p.new_tokens), repeats=s.get("repeats", p.repeats),
+                                skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden)
+        frame.insert(0, "scale", scale)
+        frames.append(frame)
+        del model, batches
+    frame = pd.concat(frames, ignore_index=True)
+    # Time per sample at the task's typical output length, the number a user waits for.
+    typical = p.typical_tokens
+    frame["ms_per_sample_typical"] = (frame.prefill_ms + frame.merge_ms
+                                      + (typical - 1) * frame.decode_ms_per_token) / frame.batch
+    base = frame[frame.variant == "base"].set_index(["scale", "batch"]).ms_per_sample_typical
+    frame["speedup_typical"] = [base[(r.scale, r.batch)] / r.ms_per_sample_typical for r in frame.itertuples()]
+    io.save_frame(out / "strategies.csv", frame)
+    print(frame.round(3).to_string(index=False))
+    if p.scale_layers:
+        scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
+        io.save_frame(out / "merge_scale.csv", scale)
+        print(scale.set_index("strategy").T.to_string())
+    io.write_json(out / "strategies.json", {"params": asdict(p), "machine": machine(),
+                                            "seconds": time.time() - started})
+    print(f"wrote {out / 'strategies.csv'} in {time.time() - started:.0f} s")
+    return frame
 
 
 def run_latency_suite(profile: str, out: Path) -> pd.DataFrame:

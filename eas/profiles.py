@@ -64,6 +64,13 @@ class BenchParams:
     merge_strategy: str = "low_rank"  # per sample: ties per_example at batch 1, far faster at 8 (chapter 5)
     scale_layers: int = 2   # full-width LLaVA-1.5-7B layers built for the merge-cost-at-scale check (0: skip it)
     seed: int = 0
+    typical_tokens: int = 64  # output length the strategies suite reports time per sample at
+    # `--suite strategies`: scale -> batches (and optional k, new_tokens, repeats, strategies, prompt lengths).
+    # At 1B, per_example holds B x 12 x d x 2 d_ff fp32 weights (1.4 GB an example): batches stay small.
+    strategy_scales: dict = field(default_factory=lambda: {
+        "mini-llava": {"batches": [1, 8]},
+        "llama-1b": {"batches": [1, 2], "new_tokens": 8, "repeats": 3, "strategies": ["per_example", "low_rank"]},
+    })
 
 
 @dataclass(frozen=True)

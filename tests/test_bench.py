@@ -46,3 +46,18 @@ def test_merge_cost_at_scale_runs_on_a_shrunk_shape():
     for row in frame.itertuples():
         assert row.layers_built == 2 and row.prompt_len == 12
         assert row.merge_ms_measured > 0 and row.prefill_ms_measured > 0 and row.merge_over_prefill_full_model > 0
+
+
+def test_strategies_suite_smoke(tmp_path):
+    """Before (the paper's per-example merge) and after (low_rank), side by side: the rows it promises."""
+    out = tmp_path / "bench"
+    assert bench.main(["--profile", "smoke", "--suite", "strategies", "--out", str(out)]) == 0
+    frame = pd.read_csv(out / "strategies.csv")
+    assert set(frame.variant) == {"base", "skip-only", "per_example", "low_rank", "static_router"}
+    assert set(frame.batch) == {1, 2}
+    merged = frame[frame.variant.isin(["per_example", "low_rank", "static_router"])]
+    assert (merged.merge_ms > 0).all() and (frame[frame.variant == "base"].merge_mb == 0).all()
+    assert (frame[frame.variant == "base"].speedup_typical == 1).all()
+    # low_rank never copies the gate/up weights: it holds less than one per-example copy per row
+    held = frame.set_index(["variant", "batch"]).merge_mb
+    assert held[("low_rank", 2)] < held[("per_example", 2)]
