@@ -129,9 +129,7 @@ def static_ffn_plan(pia, mlp: nn.Module) -> FFNPlan:
     bu = a1 * _wide(pia.up1.bias) + a2 * _wide(pia.up2.bias)           # (d,)
     bias_map = wu @ _wide(G)                                            # (r, 2 d_ff)
     base = _wide(G) + _wide(pia.down1.weight.T) @ bias_map
-    own = torch.cat([b if b is not None else torch.zeros(lin.out_features, device=G.device, dtype=G.dtype)
-                     for lin in (mlp.gate_proj, mlp.up_proj) for b in [lin.bias]])
-    bias_const = bu @ _wide(G) + _wide(own)
+    bias_const = bu @ _wide(G) + _wide(_own_bias(mlp, G))
     return FFNPlan(base=base.to(G.dtype), diff=None, bias_map=bias_map.to(G.dtype), bias_const=bias_const.to(G.dtype))
 
 
