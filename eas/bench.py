@@ -295,7 +295,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     out = io.results_dir("bench") if args.out is None else Path(args.out)
     if args.suite in ("core", "all"):
-        run_core_suite(args.profile, out)
+        run_core_suite(args.profile, out, merge_scale=args.suite == "core")  # "all": the strategies suite runs it
     if args.suite in ("latency", "all"):
         run_latency_suite(args.profile, out)
     if args.suite in ("strategies", "all"):
@@ -337,10 +337,7 @@ def run_strategies_suite(profile: str, out: Path) -> pd.DataFrame:
     frame["speedup_typical"] = [base[(r.scale, r.batch)] / r.ms_per_sample_typical for r in frame.itertuples()]
     io.save_frame(out / "strategies.csv", frame)
     print(frame.round(3).to_string(index=False))
-    if p.scale_layers:
-        scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
-        io.save_frame(out / "merge_scale.csv", scale)
-        print(scale.set_index("strategy").T.to_string())
+    write_merge_scale(p, out)
     io.write_json(out / "strategies.json", {"params": asdict(p), "machine": machine(),
                                             "seconds": time.time() - started})
     print(f"wrote {out / 'strategies.csv'} in {time.time() - started:.0f} s")
@@ -364,7 +361,15 @@ def run_latency_suite(profile: str, out: Path) -> pd.DataFrame:
     return frame
 
 
-def run_core_suite(profile: str, out: Path) -> None:
+def write_merge_scale(p, out: Path) -> None:
+    """The merge's cost per strategy at LLaVA-1.5-7B's layer shape -> merge_scale.csv (0 layers: skipped)."""
+    if p.scale_layers:
+        scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
+        io.save_frame(out / "merge_scale.csv", scale)
+        print(scale.set_index("strategy").T.to_string())
+
+
+def run_core_suite(profile: str, out: Path, merge_scale: bool = True) -> None:
     p = notebook_params("bench", profile_values(profile, "bench"))
     if p.threads:
         torch.set_num_threads(p.threads)
@@ -375,10 +380,8 @@ def run_core_suite(profile: str, out: Path) -> None:
     core = run_core(p)
     io.save_frame(out / "core.csv", core)
     print(core[CORE_COLUMNS + ["decode_vs_skip_only", "merge_over_prefill"]].round(3).to_string(index=False))
-    if p.scale_layers:
-        scale = merge_cost_at_scale(p.scale_layers, config=PIAConfig.preset("llava"), seed=p.seed)
-        io.save_frame(out / "merge_scale.csv", scale)
-        print(scale.set_index("strategy").T.to_string())
+    if merge_scale:
+        write_merge_scale(p, out)
     io.write_json(out / "core.json", {"params": asdict(p), "machine": machine(), "seconds": time.time() - started})
     print(f"wrote {out / 'core.csv'} in {time.time() - started:.0f} s")
 
