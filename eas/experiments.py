@@ -100,6 +100,7 @@ class ExperimentSpec:
     lr: float = 1e-3
     warmup_steps: int = 0  # learning-rate warm-up
     grad_accum: int = 1
+    group_by_length: bool = True  # batches of similar-length examples (eas.train): less padding, same examples
     # bandit search (bandit selector only)
     bandit_warmup_steps: int = 20  # supernet training with uniformly random skip sets
     bandit_comparisons: int = 5
@@ -346,7 +347,8 @@ def copy_supernet_weights(supernet_state: dict[str, torch.Tensor], model: nn.Mod
 def train_config(spec: ExperimentSpec, steps: int) -> trainlib.TrainConfig:
     return trainlib.TrainConfig(lr=spec.lr, steps=steps, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
                                 warmup_steps=min(spec.warmup_steps, steps - 1), seed=spec.seed,
-                                checkpoint_every=spec.checkpoint_every, log_every=10)
+                                checkpoint_every=spec.checkpoint_every, log_every=10,
+                                group_by_length=spec.group_by_length)
 
 
 def bandit_config(spec: ExperimentSpec) -> BanditConfig:
@@ -622,6 +624,18 @@ def item_correctness(spec: ExperimentSpec) -> pd.Series:
                               "run it first.")
     frame = pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
     return pd.Series(frame.correct.astype(bool).astype(int).to_numpy(), index=frame.uid, name=spec.key())
+
+
+def chance_check(spec: ExperimentSpec) -> dict:
+    """A finished run against uniform guessing on its own test items: accuracy and chance (points), and z, how
+    many standard deviations the number correct lies above chance (eas.evaluate.chance_z; above 2: not luck)."""
+    from .evaluate import chance_z
+
+    correct = item_correctness(spec)
+    examples = load_data(spec)["test"]
+    return {"accuracy": 100.0 * float(correct.mean()), "chance": chance_accuracy(spec.task, examples),
+            "z": chance_z(spec.task, examples, correct.to_numpy()), "n": int(len(correct)),
+            "above_chance": bool(chance_z(spec.task, examples, correct.to_numpy()) > 2)}
 
 
 def _aligned(specs_a: list, specs_b: list) -> tuple:

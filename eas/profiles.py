@@ -409,34 +409,99 @@ class MethodsParams(FineTuneParams):
     mam_prefix: int = 10
     das_layer_hidden: int = 32
     das_kept_hidden: int = 16
+    # Table 3 (the same methods on the Slake and AID analogs); an empty list leaves it out
+    transfer_tasks: list = field(default_factory=lambda: ["vqa", "classification"])
+    transfer_fractions: list = field(default_factory=lambda: [0.2, 0.5])  # AID's training shares
+    transfer_steps: int = 0  # fine-tuning steps of the Table 3 runs (0: `steps`)
+    transfer_sizes: dict = field(default_factory=lambda: {"per_class": 100})  # the AID analog's images per class
+    transfer_answer_tokens: int = 12  # short answers: chapter 2's setting, so its VQA bandit run is EAS's row
+    # where `task` is not ScienceQA (cpu): these methods also run on ScienceQA with the chapter's budget, to show
+    # whether that budget learns it (accuracy against chance); [] leaves the check out
+    scienceqa_check: list = field(default_factory=list)
+    scienceqa_answer_tokens: int = 8  # the option letter comes first in the target: 8 tokens score it exactly
 
     def __post_init__(self):
         super().__post_init__()
+        if not isinstance(self.transfer_tasks, list) or any(t not in ("vqa", "classification")
+                                                            for t in self.transfer_tasks):
+            raise ParameterError(f"parameter transfer_tasks={self.transfer_tasks!r}; expected a list of 'vqa' and "
+                                 "'classification' (or [] to leave Table 3 out).")
+        if "classification" in self.transfer_tasks and (
+                not isinstance(self.transfer_fractions, list) or not self.transfer_fractions or any(
+                    isinstance(f, bool) or not isinstance(f, (int, float)) or not 0 < f <= 1
+                    for f in self.transfer_fractions)):
+            raise ParameterError(f"parameter transfer_fractions={self.transfer_fractions!r}; expected a non-empty "
+                                 "list of training shares in (0, 1].")
+        if isinstance(self.transfer_steps, bool) or not isinstance(self.transfer_steps, int) or self.transfer_steps < 0:
+            raise ParameterError(f"parameter transfer_steps={self.transfer_steps!r} must be an integer >= 0 "
+                                 "(0: the chapter's `steps`).")
         _check_list("methods", self.methods, ("lora", "adapter", "mam", "das", "eas", "full"))
         if "eas" in self.methods:
             _check_list("eas_ks", self.eas_ks)
         for name in ("das_k", "lora_r", "adapter_hidden", "mam_hidden", "mam_prefix", "das_layer_hidden",
                      "das_kept_hidden"):
             _check_list(name, [getattr(self, name)])
+        _check_list("transfer_answer_tokens", [self.transfer_answer_tokens])
+        _check_list("scienceqa_answer_tokens", [self.scienceqa_answer_tokens])
+        if self.scienceqa_check:
+            _check_list("scienceqa_check", self.scienceqa_check, ("lora", "adapter", "mam", "das", "eas", "full"))
         try:
             for method in self.methods:
                 self.method_spec(method, max(self.eas_ks))
+            self.transfer_specs()
+            self.scienceqa_specs()
         except ValueError as err:
             raise ParameterError(f"parameters give an invalid experiment: {err}") from None
 
     def method_spec(self, method: str, k: int | None = None, **changes):
         """The ExperimentSpec of one row: EAS_k and DAS_k searched by the bandit (warm_start off, as in
         chapter 2, so every method gets the same fine-tuning), the PETL baselines at this chapter's sizes."""
-        common = dict(task=self.task, train_fraction=self.train_fraction, warm_start=False, study="07_methods")
+        common = {**dict(task=self.task, train_fraction=self.train_fraction, warm_start=False, study="07_methods"),
+                  **changes}
         if method == "eas":
-            return self.spec(k=k or max(self.eas_ks), selector="bandit", **common, **changes)
+            return self.spec(**{"k": k or max(self.eas_ks), "selector": "bandit", **common})
         options = {"lora": {"r": self.lora_r}, "adapter": {"hidden": self.adapter_hidden},
                    "mam": {"hidden": self.mam_hidden, "prefix_len": self.mam_prefix},
                    "das": {"layer_hidden": self.das_layer_hidden, "kept_hidden": self.das_kept_hidden},
                    "full": {}}[method]
         skipping = {"kind": "layer", "k": self.das_k, "selector": "bandit"} if method == "das" else \
             {"kind": None, "k": 0, "selector": "none"}
-        return self.spec(method=method, method_options=options, **skipping, **common, **changes)
+        return self.spec(**{"method": method, "method_options": options, **skipping, **common})
+
+    def transfer_specs(self) -> dict[str, dict[str, "ExperimentSpec"]]:
+        """Table 3: {column: {row label: spec}}, one column per `transfer_tasks` entry ("vqa": the Slake analog;
+        "classification": the AID analog, one column per `transfer_fractions` entry), every method of `methods`
+        fine-tuned `transfer_steps` steps (0: `steps`)."""
+        steps = self.transfer_steps or self.steps
+        warmup = min(self.warmup_steps, steps - 1)
+        columns: dict[str, dict] = {}
+        for task in self.transfer_tasks:
+            fractions = self.transfer_fractions if task == "classification" else [self.train_fraction]
+            for fraction in fractions:
+                name = "Slake" if task == "vqa" else f"AID {round(100 * fraction)}%"
+                sizes = self.transfer_sizes if task == "classification" else self.sizes
+                columns[name] = {label: self.method_spec(method, k, task=task, train_fraction=fraction, sizes=sizes,
+                                                         steps=steps, warmup_steps=warmup,
+                                                         max_new_tokens=self.transfer_answer_tokens)
+                                 for label, (method, k) in self.row_methods().items()}
+        return columns
+
+    def scienceqa_specs(self) -> dict[str, "ExperimentSpec"]:
+        """Row label -> spec of the `scienceqa_check` methods on ScienceQA at this chapter's budget."""
+        labels = {label: mk for label, mk in self.row_methods(self.scienceqa_check).items()}
+        return {label: self.method_spec(method, k, task="scienceqa", max_new_tokens=self.scienceqa_answer_tokens)
+                for label, (method, k) in labels.items()}
+
+    def row_methods(self, methods: list | None = None) -> dict[str, tuple[str, int | None]]:
+        """Row label -> (method, k): the PETL baselines, DAS_k and EAS_k for each k of `eas_ks`."""
+        labels = {"lora": "LoRA", "adapter": "Adapter", "mam": "MAM", "das": f"DAS_{self.das_k}", "full": "Full FT"}
+        rows: dict[str, tuple[str, int | None]] = {}
+        for method in self.methods if methods is None else methods:
+            if method == "eas":
+                rows.update({f"EAS_{k}": ("eas", k) for k in self.eas_ks})
+            else:
+                rows[labels[method]] = (method, None)
+        return rows
 
 
 NOTEBOOK_PARAMS.update({"02_redundancy": RedundancyParams, "03_skip_ablation": SkipAblationParams,

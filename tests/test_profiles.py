@@ -73,3 +73,33 @@ def test_bad_seed_parameters_are_named(override, message):
     values = {**profile_values("smoke", "02_redundancy"), **override}
     with pytest.raises(ParameterError, match=message):
         notebook_params("02_redundancy", values)
+
+
+def test_table3_and_scienceqa_check_specs():
+    P = notebook_params("07_methods", profile_values("cpu", "07_methods"))
+    columns = P.transfer_specs()
+    assert list(columns) == ["AID 20%", "AID 50%"]  # cpu: Table 1 already is the VQA (Slake) analog
+    for name, fraction in (("AID 20%", 0.2), ("AID 50%", 0.5)):
+        specs = columns[name]
+        assert list(specs) == ["LoRA", "Adapter", "MAM", "DAS_4", "EAS_12"]
+        assert {(s.task, s.train_fraction, s.steps, s.sizes["per_class"]) for s in specs.values()} == \
+            {("classification", fraction, P.transfer_steps, 100)}
+    # the ScienceQA check runs this chapter's budget on ScienceQA, scoring the option letter only
+    (label, spec), = P.scienceqa_specs().items()
+    assert label == "LoRA" and spec.task == "scienceqa" and spec.steps == P.steps and spec.max_new_tokens == 8
+    # on ScienceQA (gpu) the Slake column is there, and its EAS row is chapter 2's kind of run (same fields)
+    G = notebook_params("07_methods", profile_values("gpu", "07_methods"))
+    assert "Slake" in G.transfer_specs() and G.transfer_specs()["Slake"]["LoRA"].task == "vqa"
+
+
+@pytest.mark.parametrize("override, message", [
+    ({"transfer_tasks": ["slake"]}, "transfer_tasks"),
+    ({"transfer_fractions": [0.3]}, "train_fraction 0.3"),
+    ({"transfer_fractions": []}, "transfer_fractions"),
+    ({"transfer_steps": -1}, "transfer_steps"),
+    ({"scienceqa_check": ["prompt_tuning"]}, "scienceqa_check"),
+])
+def test_bad_table3_parameters_are_named(override, message):
+    values = {**profile_values("cpu", "07_methods"), **override}
+    with pytest.raises(ParameterError, match=message):
+        notebook_params("07_methods", values)

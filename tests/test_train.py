@@ -3,6 +3,7 @@
 import json
 import math
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -168,3 +169,27 @@ def test_config_validation_and_data_order():
     assert sorted(epoch0) == sorted(epoch1) == list(range(24)) and epoch0 != epoch1
     ranks = [set(batch_indices(24, 4, 0, seed=0, rank=r, world=2)) for r in range(2)]
     assert not ranks[0] & ranks[1]
+
+
+def test_length_grouped_order_pads_less_and_keeps_every_example():
+    rng = np.random.default_rng(0)
+    n, b = 400, 8
+    lengths = tuple(int(x) for x in rng.integers(20, 250, n))
+
+    def batches(lens, world=1):
+        out = []
+        for micro in range(n // b):
+            out.append([i for r in range(world) for i in batch_indices(n, b // world, micro, 0, r, world, lens)])
+        return out
+
+    plain, grouped = batches(None), batches(lengths)
+    assert sorted(i for bt in grouped for i in bt) == list(range(n))  # an epoch still sees each example once
+    padded = lambda bs: sum(len(bt) * max(lengths[i] for i in bt) for bt in bs)
+    assert padded(grouped) < 0.8 * padded(plain)
+    # the steps do not run from long to short within a chunk: the batches of a chunk are shuffled
+    first_chunk = [max(lengths[i] for i in bt) for bt in grouped[:16]]
+    assert first_chunk != sorted(first_chunk, reverse=True)
+    # two processes split the same global batches
+    assert [sorted(bt) for bt in batches(lengths, world=2)] == [sorted(bt) for bt in grouped]
+    with pytest.raises(ValueError, match="lengths has 3 entries for 400"):
+        batch_indices(n, b, 0, 0, lengths=(1, 2, 3))
