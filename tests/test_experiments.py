@@ -270,3 +270,16 @@ def test_static_router_accuracy_of_a_finished_run(factory, monkeypatch):
     assert experiments.evaluate_static_router(s, calibration=8, model_factory=factory) == result
     with pytest.raises(ExperimentError, match="needs an EAS run"):
         experiments.evaluate_static_router(spec(method="lora", method_options={"r": 2}), model_factory=factory)
+
+
+def test_chance_check_of_a_finished_run(factory):
+    from eas.experiments import chance_check, item_correctness
+
+    s = spec(method="lora", method_options={"r": 2}, seed=5)
+    with pytest.raises(ExperimentError, match="not finished"):
+        chance_check(s)
+    run_experiment(s, model_factory=factory, progress=False)
+    c = chance_check(s)
+    correct = item_correctness(s)
+    assert c["n"] == len(correct) == s.n_eval and c["accuracy"] == pytest.approx(100 * correct.mean())
+    assert 0 < c["chance"] < 100 and math.isfinite(c["z"]) and c["above_chance"] == (c["z"] > 2)
