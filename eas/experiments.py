@@ -636,9 +636,9 @@ def chance_check(spec: ExperimentSpec) -> dict:
 
     correct = item_correctness(spec)
     examples = load_data(spec)["test"]
-    return {"accuracy": 100.0 * float(correct.mean()), "chance": chance_accuracy(spec.task, examples),
-            "z": chance_z(spec.task, examples, correct.to_numpy()), "n": int(len(correct)),
-            "above_chance": bool(chance_z(spec.task, examples, correct.to_numpy()) > 2)}
+    z = chance_z(spec.task, examples, correct.to_numpy())
+    return {"accuracy": 100.0 * float(correct.mean()), "chance": chance_accuracy(spec.task, examples), "z": z,
+            "n": int(len(correct)), "above_chance": bool(z > 2)}
 
 
 def _aligned(specs_a: list, specs_b: list) -> tuple:

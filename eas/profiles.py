@@ -488,9 +488,8 @@ class MethodsParams(FineTuneParams):
 
     def scienceqa_specs(self) -> dict[str, "ExperimentSpec"]:
         """Row label -> spec of the `scienceqa_check` methods on ScienceQA at this chapter's budget."""
-        labels = {label: mk for label, mk in self.row_methods(self.scienceqa_check).items()}
         return {label: self.method_spec(method, k, task="scienceqa", max_new_tokens=self.scienceqa_answer_tokens)
-                for label, (method, k) in labels.items()}
+                for label, (method, k) in self.row_methods(self.scienceqa_check).items()}
 
     def row_methods(self, methods: list | None = None) -> dict[str, tuple[str, int | None]]:
         """Row label -> (method, k): the PETL baselines, DAS_k and EAS_k for each k of `eas_ks`."""
