@@ -66,7 +66,7 @@ def core_variants(base, ks, config: PIAConfig, calibration=None):
         apply_skips(skip_only, skips)
         eas = copy.deepcopy(base)
         attach_pia(eas, skips, config)
-        reparam.prepare_reparam(eas)  # per task, once after training: not part of any timed run
+        reparam.prepare_deployment(eas)  # per task, once after training: not part of any timed run
         variants[f"skip-only k={k}"] = lambda m=skip_only: (m, None)
         variants[f"eas-unmerged k={k}"] = lambda m=eas: (m, None)
         variants[f"eas-merged k={k}"] = lambda m=eas: (m, reparam.merge_after_prefill)
@@ -74,7 +74,7 @@ def core_variants(base, ks, config: PIAConfig, calibration=None):
             static = copy.deepcopy(base)
             attach_pia(static, skips, config.replace(merge_strategy="static_router"))
             reparam.calibrate_static_router(static, [calibration])
-            reparam.prepare_reparam(static)
+            reparam.prepare_deployment(static)
             variants[f"eas-merged-static k={k}"] = lambda m=static: (m, reparam.merge_after_prefill)
     return variants
 
@@ -145,7 +145,7 @@ def table6_timing(model, batch, k: int, *, new_tokens: int, repeats: int, skip_h
         attach_pia(m, skips, config)
         hook = None
         if config.reparam:
-            reparam.prepare_reparam(m)
+            reparam.prepare_deployment(m)
             hook = reparam.merge_after_prefill
         variants[row] = lambda m=m, hook=hook: (m, hook)
     df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
@@ -191,7 +191,7 @@ def strategy_timing(model, batches: dict, k: int, *, strategies=MERGE_SCALE_STRA
                 attach_pia(per_prompt, skips, config)
                 randomise_adapters(per_prompt, scale=0.02)
             eas = per_prompt
-        reparam.prepare_reparam(eas, strategy=strategy)  # per task, once: outside every clock
+        reparam.prepare_deployment(eas, strategy=strategy)  # per task, once: outside every clock
         held[strategy] = []
 
         def merge(m, b, out=held[strategy], strategy=strategy):

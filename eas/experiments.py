@@ -690,7 +690,7 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
     """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
     trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is
     evaluated with."""
-    from .reparam import prepare_reparam
+    from .reparam import prepare_deployment
 
     if not (spec.run_dir() / ROW_FILE).exists():
         raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}) is not finished: run it first.")
@@ -705,7 +705,7 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
         baselines.merge_lora(model, unload=True)  # deployed form: plain Linear layers, no peft wrappers
     hook = after_prefill_hook(model, spec)
     if hook is not None:
-        prepare_reparam(model)  # once per task, after training: not part of any timed run
+        prepare_deployment(model)  # once per task, after training (adaptation folded): not part of any timed run
     return model.eval(), hook
 
 

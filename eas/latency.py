@@ -15,6 +15,8 @@ adapters on the kept blocks); skip-only_k (k MHAs removed, nothing added); EAS_k
 EAS merged runs once per merge strategy (`LatencyParams.merge_strategies`, eas.reparam): the row of
 `merge_strategy` is the primary one (Table 1, Fig. 4), the others are named `eas-merged[strategy] k=K`
 (`strategies` compares them). static_router is calibrated on the timed prompts, outside the clocks.
+Every EAS merged row decodes as a deployed model would: its adaptation PIAs (prompt-independent) are
+folded into q/k/v once per task (`reparam.fold_adaptation`), so no merged q/k/v copy is held or swapped.
 
 Every row carries two ideal bounds from `measure.module_times`: per decode token (base minus the removed
 modules' decode time) and per sample at `typical_tokens` (the same for prefill too; the ideal merge costs
@@ -132,7 +134,7 @@ def pia_config(p: LatencyParams, strategy: str | None = None) -> PIAConfig:
 
 def reset(model) -> None:
     """Back to the plain base model: no merge, no method, no skips, no stale merge plan."""
-    reparam.unmerge(model)
+    reparam.unfold_adaptation(model)  # also unmerges
     baselines.detach(model)
     apply_skips(model, SkipSet())
     model._eas_reparam_plan = None  # a new PIA may reuse a freed tensor's id: never match an old plan
@@ -165,7 +167,10 @@ def configure(model, spec: Spec, p: LatencyParams, target=None, batch=None):
                 if batch is None:
                     raise ParameterError("the static_router strategy needs prompts to calibrate on.")
                 reparam.calibrate_static_router(model, [batch], target=target)
-            reparam.prepare_reparam(model)  # per task, after training: not part of a timed run
+            # Per task, after training, so not part of a timed run: the adaptation PIAs folded into q/k/v
+            # as a deployed model holds them (no merged copies; the originals are kept for reset only and
+            # are not counted), and the skip PIAs' merge plan.
+            reparam.prepare_deployment(model, keep_originals=True)
             return reparam.merge_after_prefill
     model.requires_grad_(False)
     return None

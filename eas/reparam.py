@@ -8,7 +8,9 @@ Wp = Wd1 @ (alpha1 Wu1 + alpha2 Wu2). Its FFN then computes, for G = [Wg; Wu].T 
 The bias uses the ORIGINAL G (the reference code multiplied bp by the already-merged weight: a bug).
 A_k is precomputed once per task (`prepare_reparam`, ~2 r d 2d_ff flops, never a dense d x d matrix),
 so the per-example merge is one axpy. Adaptation PIAs (per task, example-independent) fold into q/k/v
-the same way; those merged projections are built once in `prepare_reparam` and only swapped in.
+the same way: `fold_adaptation` folds them into q/k/v once per task (what deployment and every timed
+merged row do, `prepare_deployment`); left unfolded, `prepare_reparam` builds merged q/k/v copies that
+each merge swaps in.
 
 Batch > 1: alpha differs per example. Exact strategies (PIAConfig.merge_strategy):
     per_example  the paper's merge and the reference: W_b = M2 + alpha1_b (A1 - A2), one (d, 2 d_ff) weight
@@ -274,9 +276,10 @@ class LowRankMLP(nn.Module):
         self.down, self.maps, self.bias = down, maps, bias  # down: (r, d), the PIA's down1 weight
 
     @classmethod
-    def build(cls, mlp, plan: LowRankPlan, pia, alpha1) -> "LowRankMLP":
+    def build(cls, mlp, plan: LowRankPlan, pia, alpha1, h0) -> "LowRankMLP":
+        """alpha1 (B,) or None, h0 (B or 1, r): SkipPIA.merge_inputs()."""
         dtype = plan.maps.dtype
-        h0 = pia.hidden_bias().to(dtype)  # (B or 1, r)
+        h0 = h0.to(dtype)
         if plan.maps_diff is None:
             maps, consts = plan.maps, plan.consts
         else:
@@ -320,12 +323,13 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
     records = []
     for i, pia in skip_adapters(model).items():
         blk = layers[i]
-        alpha1, bp = pia.linear_form()
+        # low_rank needs only alpha1 and h0 (B, r); the dense strategies the full bias bp (B, d)
+        alpha1, bp = pia.merge_inputs() if strategy == "low_rank" else pia.linear_form()
         if batch is not None and bp.shape[0] not in (1, len(batch)):
             raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
         mlp = blk.block.mlp
         if strategy == "low_rank":
-            blk.block.mlp = LowRankMLP.build(mlp, plan.low_rank[i], pia, alpha1)
+            blk.block.mlp = LowRankMLP.build(mlp, plan.low_rank[i], pia, alpha1, bp)
             blk.ffn_adapter = None
             records.append(("ffn", i, mlp, pia))
             continue
@@ -382,6 +386,52 @@ def calibrate_static_router(model: nn.Module, batches, target=None) -> dict[int,
         p.static_alpha = (sums[i] / rows).to(p.down1.weight.dtype)
     model._eas_reparam_plan = None  # the merge plan depends on the router weights
     return {i: p.static_alpha for i, p in pias.items()}
+
+
+@torch.no_grad()
+def fold_adaptation(model: nn.Module, keep_originals: bool = False) -> int:
+    """Fold every adaptation PIA into its layer's q/k/v projections once, for deployment.
+
+    Adaptation PIAs do not depend on the prompt, so this per-task fold is exact (the same merged_linear the
+    per-prompt merge swaps in) and leaves the merge nothing to do for them: no merged q/k/v copy is held
+    beside the originals (at the 1B shape with 12 of 22 MHAs skipped those copies are ~5% of the weights),
+    and nothing is swapped per prompt. The adapters are removed; the skip PIAs stay and still merge per
+    prompt. The originals are dropped unless `keep_originals` (then `unfold_adaptation` restores them:
+    the benchmark reuses one model for every variant). Returns how many layers were folded."""
+    unmerge(model)
+    layers = arch.decoder_layers(model)
+    adapters = adapt_adapters(model)
+    kept = getattr(model, "_eas_folded_adaptation", {})
+    for i, adapter in adapters.items():
+        attn = layers[i].block.self_attn
+        original = (attn.q_proj, attn.k_proj, attn.v_proj)
+        attn.q_proj, attn.k_proj, attn.v_proj = (merged_linear(lin, adapter) for lin in original)
+        layers[i].attn_adapter = None
+        if keep_originals:
+            kept[i] = (original, adapter)
+    model._eas_folded_adaptation = kept
+    model._eas_reparam_plan = None
+    return len(adapters)
+
+
+def prepare_deployment(model: nn.Module, strategy: str | None = None, keep_originals: bool = False) -> ReparamPlan:
+    """Once per task after training, what a deployed EAS model does before serving prompts: fold the
+    adaptation PIAs into q/k/v (fold_adaptation) and build the skip PIAs' merge plan (prepare_reparam).
+    Every timed merged row uses it; merge_after_prefill then only merges the skip PIAs per prompt."""
+    fold_adaptation(model, keep_originals=keep_originals)
+    return prepare_reparam(model, strategy=strategy)
+
+
+def unfold_adaptation(model: nn.Module) -> None:
+    """Undo fold_adaptation(keep_originals=True): the original q/k/v and the adapters are put back."""
+    unmerge(model)
+    layers = arch.decoder_layers(model)
+    for i, (original, adapter) in getattr(model, "_eas_folded_adaptation", {}).items():
+        attn = layers[i].block.self_attn
+        attn.q_proj, attn.k_proj, attn.v_proj = original
+        layers[i].attn_adapter = adapter
+    model._eas_folded_adaptation = {}
+    model._eas_reparam_plan = None
 
 
 def unmerge(model: nn.Module) -> None:

@@ -9,7 +9,9 @@ from eas.reparam import forced_decode_logits
 from eas import arch, reparam
 from eas.generate import greedy_generate, prefill
 from eas.mini_llava import Batch, MiniLlava, load_tokenizer, tiny_language_model
-from eas.pia import PIAConfig, PIAError, SkipPIA, attach_pia, prompt_context, trainable_parameters
+from eas.measure import model_of
+from eas.pia import (PIAConfig, PIAError, SkipPIA, adapt_adapters, attach_pia, prompt_context, skip_adapters,
+                     trainable_parameters)
 from eas.skip import SkipSet
 
 CFG = PIAConfig(skip_hidden=8, adapt_hidden=4)
@@ -384,3 +386,53 @@ def test_low_rank_on_a_calibrated_static_router_is_exact(tokenizer):
     for strategy in ("low_rank", "static_router"):
         got = forced_decode_logits(model, batch, answers, after_prefill=merge_with(strategy))
         assert (want - got).abs().max() <= 1e-4
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_folded_adaptation_is_exact_and_leaves_no_qkv_copies(tokenizer, family):
+    """fold_adaptation (what deployment and every timed merged row do): the adaptation PIAs become q/k/v
+    weights and biases once per task, the model's function is unchanged unmerged and merged, and the
+    merge then holds no merged q/k/v copy beside the originals."""
+    for dtype, bound in ((torch.float64, 1e-10), (torch.float32, 1e-4)):
+        target, batch = family_target(family, dtype, tokenizer)
+        model = model_of(target)
+        answers = torch.randint(100, 300, (3, A), generator=torch.Generator().manual_seed(3))
+        want = forced_decode_logits(target, batch, answers)
+        prefill(target, batch)
+        with reparam.merged(model, batch, "low_rank"):
+            unfolded_bytes = reparam.merge_bytes(model)
+        adapted = adapt_adapters(model)
+        assert adapted
+        layers = arch.decoder_layers(model)
+        q_before = {i: layers[i].block.self_attn.q_proj for i in adapted}
+        assert reparam.fold_adaptation(model, keep_originals=True) == len(adapted)
+        assert not adapt_adapters(model) and skip_adapters(model)
+        assert all(layers[i].block.self_attn.q_proj.bias is not None for i in adapted)
+        scale = max(float(want.abs().max()), 1.0)
+        unmerged = forced_decode_logits(target, batch, answers)
+        merged = forced_decode_logits(target, batch, answers, after_prefill=merge_with("low_rank"))
+        assert float((want - unmerged).abs().max()) <= bound * scale, (family, dtype)
+        assert float((want - merged).abs().max()) <= bound * scale, (family, dtype)
+        prefill(target, batch)
+        with reparam.merged(model, batch, "low_rank"):
+            folded_bytes = reparam.merge_bytes(model)
+        copies = sum(lin.weight.numel() + lin.bias.numel() for i in adapted
+                     for lin in (layers[i].block.self_attn.q_proj, layers[i].block.self_attn.k_proj,
+                                 layers[i].block.self_attn.v_proj)) * want.new_empty(0, dtype=dtype).element_size()
+        assert unfolded_bytes - folded_bytes == copies
+        reparam.unfold_adaptation(model)  # the benchmark's way back to the unfolded model
+        assert adapt_adapters(model).keys() == adapted.keys()
+        assert all(layers[i].block.self_attn.q_proj is q_before[i] for i in adapted)
+        assert float((want - forced_decode_logits(target, batch, answers)).abs().max()) == 0.0
+
+
+def test_prepare_deployment_folds_then_plans(tokenizer):
+    model = tiny_llava(tokenizer)
+    batch = prompt_batch()
+    answers = torch.randint(100, 5000, (3, A), generator=torch.Generator().manual_seed(3))
+    want = forced_decode_logits(model, batch, answers)
+    plan = reparam.prepare_deployment(model, strategy="low_rank")
+    assert not plan.attn and set(plan.low_rank) == set(SKIPS.mha)  # nothing left to swap per prompt
+    assert not adapt_adapters(model) and not getattr(model, "_eas_folded_adaptation")
+    got = forced_decode_logits(model, batch, answers, after_prefill=merge_with("low_rank"))
+    assert (want - got).abs().max() <= 1e-4

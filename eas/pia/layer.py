@@ -160,10 +160,7 @@ class SkipPIA(nn.Module):
     # --- the linear form after prefill (Eq. 8-13), per example
     def linear_form(self) -> tuple[torch.Tensor | None, torch.Tensor]:
         """(alpha1 (B,) or None without router, bp (B, d)) with pia(n) = n @ Wd1 @ Wu(alpha) + bp."""
-        if self.config.uses_prompt and not self.config.frozen_bias:
-            raise PIAError("a PIA without a frozen bias (Eq. 11) cannot be re-parameterised.")
-        if self.config.uses_prompt and self.state is None:
-            raise PIAError("no prefill state to merge: run the prompt (inside prompt_context) first.")
+        self._check_mergeable()
         h0 = self.hidden_bias()
         m = self.state.mean() if self.state is not None else None
         if self.router is None:
@@ -171,6 +168,20 @@ class SkipPIA(nn.Module):
         alpha = self.route(m)
         bp = alpha[:, :1] * self.up1(h0) + alpha[:, 1:] * self.up2(h0)
         return alpha[:, 0], bp
+
+    def merge_inputs(self) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(alpha1 (B,) or None without router, h0 (B, r)): all the factored merge needs from the prompt,
+        without linear_form's (B, d) bias."""
+        self._check_mergeable()
+        if self.router is None:
+            return None, self.hidden_bias()
+        return self.route(self.state.mean())[:, 0], self.hidden_bias()
+
+    def _check_mergeable(self) -> None:
+        if self.config.uses_prompt and not self.config.frozen_bias:
+            raise PIAError("a PIA without a frozen bias (Eq. 11) cannot be re-parameterised.")
+        if self.config.uses_prompt and self.state is None:
+            raise PIAError("no prefill state to merge: run the prompt (inside prompt_context) first.")
 
     def reset_state(self) -> None:
         self.state = None
