@@ -23,7 +23,9 @@ Batch > 1: alpha differs per example. Exact strategies (PIAConfig.merge_strategy
                  B_k = Wu_k @ G (r x 2 d_ff, per task) and B(alpha) = alpha1 B1 + alpha2 B2 per example.
                  G stays the original gate/up weights (no copy at any batch size), the per-prompt merge
                  and the bias are O(r d_ff), and decoding pays r (d + 2 d_ff) extra multiply-adds a
-                 token, a few percent of the FFN's 3 d d_ff at r << d.
+                 token, a few percent of the FFN's 3 d d_ff at r << d. At batch > 1 the per-example mix
+                 goes into the input instead, [h, alpha1 h] @ [B2; B1 - B2] with h = n @ Wd1, so no
+                 per-example (r, 2 d_ff) maps are held either (2 r x 2 d_ff multiply-adds a token).
 (alpha1 + alpha2 = 1, so M2 + alpha1 (A1 - A2) = alpha1 M1 + alpha2 M2 with M_k = G + A_k.)
 
 The merged MLP replaces the block's `mlp` during decoding only; `unmerge` puts the original module,
@@ -67,10 +69,13 @@ class LowRankPlan:
     """The `low_rank` strategy's per-task part: the PIA's up paths carried through G, never G itself.
     With a router, B(alpha) = maps + alpha1 maps_diff (alpha1 + alpha2 = 1); without one, maps is shared."""
 
-    maps: torch.Tensor               # (r, 2 d_ff): B2 = Wu2 @ G (B1 without a router)
-    maps_diff: torch.Tensor | None   # (r, 2 d_ff): B1 - B2
+    maps: torch.Tensor               # (r, 2 d_ff): B2 = Wu2 @ G (B1 without a router); a view of `stacked`
+    maps_diff: torch.Tensor | None   # (r, 2 d_ff): B1 - B2, the other half of `stacked`
     consts: torch.Tensor             # (2 d_ff,): bu2 @ G (bu1 @ G without a router) + the MLP's own biases
     consts_diff: torch.Tensor | None  # (2 d_ff,): (bu1 - bu2) @ G
+    # (2r, 2 d_ff) = [B2; B1 - B2], one storage with maps and maps_diff: at batch > 1,
+    # [h, alpha1 h] @ stacked = h @ B(alpha) per example without a (B, r, 2 d_ff) tensor of maps
+    stacked: torch.Tensor | None = None
 
 
 @dataclass
@@ -159,8 +164,10 @@ def low_rank_plan(pia, mlp: nn.Module) -> LowRankPlan:
     if pia.up2 is None:
         return LowRankPlan(maps=b1.to(dtype), maps_diff=None, consts=(c1 + own).to(dtype), consts_diff=None)
     b2, c2 = _wide(pia.up2.weight.T) @ G, _wide(pia.up2.bias) @ G
-    return LowRankPlan(maps=b2.to(dtype), maps_diff=(b1 - b2).to(dtype), consts=(c2 + own).to(dtype),
-                       consts_diff=(c1 - c2).to(dtype))
+    stacked = torch.cat([b2, b1 - b2]).to(dtype)
+    r = b2.shape[0]
+    return LowRankPlan(maps=stacked[:r], maps_diff=stacked[r:], consts=(c2 + own).to(dtype),
+                       consts_diff=(c1 - c2).to(dtype), stacked=stacked)
 
 
 def plan_kind(strategy: str) -> str:
@@ -265,15 +272,19 @@ def _check_decoding(rows: int, n: torch.Tensor) -> None:
 
 
 class LowRankMLP(nn.Module):
-    """down(act(g) * u) with [g, u] = n @ G + (n @ Wd1) @ B + bias: the FFN with its PIA folded in, factored.
+    """down(act(g) * u) with [g, u] = n @ G + (n @ Wd1) @ B(alpha) + bias: the FFN with its PIA folded in, factored.
 
-    gate/up/down are the original modules; B (r, 2f) shared or (B, r, 2f) per example; bias (B or 1, 2f)."""
+    gate/up/down are the original modules. One example (or no router): B = B(alpha) (r, 2f). Several
+    examples with a router: B = [B2; B1 - B2] (2r, 2f), shared, and the low-rank input is [h, alpha1 h],
+    so no (B, r, 2f) per-example maps exist. bias (B or 1, 2f)."""
 
-    def __init__(self, mlp: nn.Module, down: torch.Tensor, maps: torch.Tensor, bias: torch.Tensor):
+    def __init__(self, mlp: nn.Module, down: torch.Tensor, maps: torch.Tensor, bias: torch.Tensor,
+                 alpha1: torch.Tensor | None = None):
         super().__init__()
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.act_fn = mlp.act_fn
         self.down, self.maps, self.bias = down, maps, bias  # down: (r, d), the PIA's down1 weight
+        self.alpha1 = alpha1  # (B,): set only with the stacked maps
 
     @classmethod
     def build(cls, mlp, plan: LowRankPlan, pia, alpha1, h0) -> "LowRankMLP":
@@ -281,29 +292,28 @@ class LowRankMLP(nn.Module):
         dtype = plan.maps.dtype
         h0 = h0.to(dtype)
         if plan.maps_diff is None:
-            maps, consts = plan.maps, plan.consts
-        else:
-            a = alpha1.to(dtype)
-            if a.shape[0] == 1:  # one example: a plain (r, 2f) matrix, as without a router
-                maps = torch.add(plan.maps, plan.maps_diff, alpha=a.item())
-            else:
-                maps = torch.addcmul(plan.maps, a.view(-1, 1, 1), plan.maps_diff)  # (B, r, 2f), O(B r d_ff)
-            consts = plan.consts + a[:, None] * plan.consts_diff
+            return cls(mlp, pia.down1.weight, plan.maps, h0 @ plan.maps + plan.consts)
+        a = alpha1.to(dtype)
+        consts = plan.consts + a[:, None] * plan.consts_diff
+        if a.shape[0] == 1:  # one example: a plain (r, 2f) matrix, as without a router, O(r d_ff)
+            maps = torch.add(plan.maps, plan.maps_diff, alpha=a.item())
+            return cls(mlp, pia.down1.weight, maps, h0 @ maps + consts)
         # bp @ G = h0 @ (Wu(alpha) @ G) + bu(alpha) @ G: the bias without touching G (still its original values)
-        bias = (h0 @ maps if maps.dim() == 2 else torch.bmm(h0[:, None], maps)[:, 0]) + consts
-        return cls(mlp, pia.down1.weight, maps, bias)
+        bias = torch.cat([h0, a[:, None] * h0], dim=-1) @ plan.stacked + consts
+        return cls(mlp, pia.down1.weight, plan.stacked, bias, alpha1=a.contiguous())  # not a view of the router's output
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
         _check_decoding(self.bias.shape[0], n)
         h = F.linear(n, self.down)  # (B, T, r); down1's bias is in h0, hence in self.bias
-        maps = self.maps if self.maps.dim() == 3 else self.maps.expand(n.shape[0], *self.maps.shape)
-        low_g, low_u = torch.baddbmm(self.bias[:, None], h, maps).chunk(2, dim=-1)
+        if self.alpha1 is not None:
+            h = torch.cat([h, h * self.alpha1.view(-1, 1, 1)], dim=-1)  # (B, T, 2r)
+        low_g, low_u = torch.baddbmm(self.bias[:, None], h, self.maps.expand(n.shape[0], *self.maps.shape)).chunk(2, dim=-1)
         g = F.linear(n, self.gate_proj.weight).add_(low_g)  # the MLP's own biases are in self.bias
         u = F.linear(n, self.up_proj.weight).add_(low_u)
         return self.down_proj(self.act_fn(g) * u)
 
     def merge_tensors(self) -> list[torch.Tensor]:
-        return [self.maps, self.bias]
+        return [t for t in (self.maps, self.bias, self.alpha1) if t is not None]
 
 
 # ----------------------------------------------------------------------------- merge / unmerge

@@ -331,7 +331,9 @@ def test_low_rank_keeps_the_original_weights_and_no_copies(tokenizer):
             for i in (0, 2):
                 mlp = layers[i].block.mlp
                 assert isinstance(mlp, reparam.LowRankMLP) and mlp.gate_proj.weight is gate[i]
-                assert mlp.maps.shape == (3, 8, 2 * 128) and mlp.bias.shape == (3, 2 * 128)  # B x r x 2 d_ff
+                # batch 3: the plan's shared (2r, 2 d_ff) maps, no per-example copy; a bias per example
+                assert mlp.maps.shape == (2 * 8, 2 * 128) and mlp.bias.shape == (3, 2 * 128)
+                assert mlp.maps is model._eas_reparam_plan.low_rank[i].stacked
         undo()
     d, f, r = 64, 128, 8
     attn = sum(  # the merged q/k/v copies: the same for every strategy
@@ -339,8 +341,8 @@ def test_low_rank_keeps_the_original_weights_and_no_copies(tokenizer):
         for lin in lins for t in (lin.weight, lin.bias))
     # per_example: per layer the plan's base and diff and a (3, d, 2f) buffer
     assert sizes["per_example"] - attn >= 2 * (2 + 3) * d * 2 * f * 4
-    # low_rank: per layer B2, B1 - B2, two constants; per example the maps and the bias
-    assert sizes["low_rank"] - attn == 2 * 4 * (2 * r * 2 * f + 2 * 2 * f + 3 * r * 2 * f + 3 * 2 * f)
+    # low_rank: per layer [B2; B1 - B2] and two constants; per example only the bias and alpha1
+    assert sizes["low_rank"] - attn == 2 * 4 * (2 * r * 2 * f + 2 * 2 * f + 3 * 2 * f + 3)
     assert reparam.merge_bytes(model) == 0  # unmerged
 
 
@@ -353,10 +355,10 @@ def test_low_rank_merge_and_decoding_are_cheap_in_flops(tokenizer):
     reparam.prepare_reparam(model, strategy="low_rank")  # per task: B_k = Wu_k @ G, outside the count
     merge = counted_flops(model, batch, 3, merge_with("low_rank")).merge
     d, f, r, B = 64, 128, 8, 3
-    # per skipped layer and example: the bias h0 @ B (r x 2f); the PIA's own linear form (up1, up2, down2
-    # on the prompt mean, the last twice: 4 r d) and its router (2 d) -- far below one (d, 2f) weight per example
-    per_layer = 2 * B * (r * 2 * f + 4 * r * d + 2 * d)
-    assert 0 < merge <= 2 * per_layer < 2 * B * d * 2 * f
+    # per skipped layer and example: the bias [h0, alpha1 h0] @ [B2; B1 - B2] (2r x 2f), down2 on the prompt
+    # mean (r d) and the router (2 d) -- far below one (d, 2f) weight per example
+    per_layer = 2 * B * (2 * r * 2 * f + r * d + 2 * d)
+    assert merge == 2 * per_layer < 2 * B * d * 2 * f
 
 
 def test_bad_strategies_are_refused_with_low_rank_as_the_config(tokenizer):
