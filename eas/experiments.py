@@ -690,7 +690,7 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
     """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
     trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is
     evaluated with."""
-    from .reparam import prepare_deployment
+    from .reparam import prepare_reparam
 
     if not (spec.run_dir() / ROW_FILE).exists():
         raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}) is not finished: run it first.")
@@ -705,7 +705,7 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
         baselines.merge_lora(model, unload=True)  # deployed form: plain Linear layers, no peft wrappers
     hook = after_prefill_hook(model, spec)
     if hook is not None:
-        prepare_deployment(model)  # once per task, after training (adaptation folded): not part of any timed run
+        prepare_reparam(model)  # once per task, after training: not part of any timed run
     return model.eval(), hook
 
 
@@ -718,7 +718,7 @@ def time_runs(specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_toke
     padding; this is the like-for-like time of each trained configuration. One row per label (and
     "base"): medians and IQRs of prefill, merge and decode, time per sample, ratios to the base model, and
     the FLOPs per sample of the same generation (counted by torch.utils.flop_counter) with their change."""
-    from . import measure
+    from . import measure, reparam
 
     if not specs:
         raise ExperimentError("time_runs needs at least one finished run.")
@@ -737,6 +737,8 @@ def time_runs(specs: dict[str, ExperimentSpec], *, batch_size: int = 1, new_toke
     variants = {"base": lambda: (base, None)}
     for label, spec in specs.items():
         model, hook = trained_model(spec, base)
+        if hook is not None:  # timed as deployed: the adaptation PIAs folded into q/k/v once (no merged copies)
+            reparam.prepare_deployment(model)
         variants[label] = lambda m=model, h=hook: (m, h)
     with torch.no_grad():
         df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
