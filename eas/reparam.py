@@ -420,7 +420,8 @@ def fold_adaptation(model: nn.Module, keep_originals: bool = False) -> int:
         if keep_originals:
             kept[i] = (original, adapter)
     model._eas_folded_adaptation = kept
-    model._eas_reparam_plan = None
+    if adapters:  # the plan held their merged copies; nothing to fold leaves a built plan as it is
+        model._eas_reparam_plan = None
     return len(adapters)
 
 
@@ -436,12 +437,14 @@ def unfold_adaptation(model: nn.Module) -> None:
     """Undo fold_adaptation(keep_originals=True): the original q/k/v and the adapters are put back."""
     unmerge(model)
     layers = arch.decoder_layers(model)
-    for i, (original, adapter) in getattr(model, "_eas_folded_adaptation", {}).items():
+    folded = getattr(model, "_eas_folded_adaptation", {})
+    for i, (original, adapter) in folded.items():
         attn = layers[i].block.self_attn
         attn.q_proj, attn.k_proj, attn.v_proj = original
         layers[i].attn_adapter = adapter
     model._eas_folded_adaptation = {}
-    model._eas_reparam_plan = None
+    if folded:
+        model._eas_reparam_plan = None
 
 
 def unmerge(model: nn.Module) -> None:
