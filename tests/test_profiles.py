@@ -88,7 +88,7 @@ def test_table3_and_scienceqa_check_specs():
             {("classification", fraction, F.transfer_steps, 100)}
     # the ScienceQA check runs this chapter's budget on ScienceQA, scoring the option letter only
     (label, spec), = P.scienceqa_specs().items()
-    assert label == "Adapter" and spec.method == "adapter" and spec.task == "scienceqa" and spec.steps == P.steps and spec.max_new_tokens == 8
+    assert label == "LoRA" and spec.method == "lora" and spec.task == "scienceqa" and spec.steps == P.steps and spec.max_new_tokens == 8
     # on ScienceQA (gpu) the Slake column is there, and its EAS row is chapter 2's kind of run (same fields)
     G = notebook_params("07_methods", profile_values("gpu", "07_methods"))
     assert "Slake" in G.transfer_specs() and G.transfer_specs()["Slake"]["LoRA"].task == "vqa"
