@@ -307,7 +307,8 @@ class LowRankMLP(nn.Module):
         h = F.linear(n, self.down)  # (B, T, r); down1's bias is in h0, hence in self.bias
         if self.alpha1 is not None:
             h = torch.cat([h, h * self.alpha1.view(-1, 1, 1)], dim=-1)  # (B, T, 2r)
-        low_g, low_u = torch.baddbmm(self.bias[:, None], h, self.maps.expand(n.shape[0], *self.maps.shape)).chunk(2, dim=-1)
+        maps = self.maps.expand(n.shape[0], *self.maps.shape)
+        low_g, low_u = torch.baddbmm(self.bias[:, None], h, maps).chunk(2, dim=-1)
         g = F.linear(n, self.gate_proj.weight).add_(low_g)  # the MLP's own biases are in self.bias
         u = F.linear(n, self.up_proj.weight).add_(low_u)
         return self.down_proj(self.act_fn(g) * u)
@@ -333,13 +334,13 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
     records = []
     for i, pia in skip_adapters(model).items():
         blk = layers[i]
-        # low_rank needs only alpha1 and h0 (B, r); the dense strategies the full bias bp (B, d)
-        alpha1, bp = pia.merge_inputs() if strategy == "low_rank" else pia.linear_form()
-        if batch is not None and bp.shape[0] not in (1, len(batch)):
-            raise PIAError(f"layer {i}: PIA state has {bp.shape[0]} rows, the batch {len(batch)}.")
+        # per example, low_rank needs only alpha1 and h0 (B, r); the dense strategies the full bias bp (B, d)
+        alpha1, bias_part = pia.merge_inputs() if strategy == "low_rank" else pia.linear_form()
+        if batch is not None and bias_part.shape[0] not in (1, len(batch)):
+            raise PIAError(f"layer {i}: PIA state has {bias_part.shape[0]} rows, the batch {len(batch)}.")
         mlp = blk.block.mlp
         if strategy == "low_rank":
-            blk.block.mlp = LowRankMLP.build(mlp, plan.low_rank[i], pia, alpha1, bp)
+            blk.block.mlp = LowRankMLP.build(mlp, plan.low_rank[i], pia, alpha1, bias_part)
             blk.ffn_adapter = None
             records.append(("ffn", i, mlp, pia))
             continue
@@ -355,8 +356,8 @@ def merge_after_prefill(model: nn.Module, batch=None, strategy: str | None = Non
             continue
         out = None
         if strategy == "per_example" and ffn.diff is not None:
-            out = plan.buffer(i, MergedMLP.weight_shape(ffn, bp.shape[0]), ffn.base)
-        blk.block.mlp = MergedMLP.build(mlp, ffn, alpha1, bp, strategy, out=out)
+            out = plan.buffer(i, MergedMLP.weight_shape(ffn, bias_part.shape[0]), ffn.base)
+        blk.block.mlp = MergedMLP.build(mlp, ffn, alpha1, bias_part, strategy, out=out)
         blk.ffn_adapter = None
         records.append(("ffn", i, mlp, pia))
     for i, adapter in adapt_adapters(model).items():
