@@ -173,9 +173,8 @@ class SkipPIA(nn.Module):
         """(alpha1 (B,) or None without router, h0 (B, r)): all the factored merge needs from the prompt,
         without linear_form's (B, d) bias."""
         self._check_mergeable()
-        if self.router is None:
-            return None, self.hidden_bias()
-        return self.route(self.state.mean())[:, 0], self.hidden_bias()
+        alpha1 = None if self.router is None else self.route(self.state.mean())[:, 0]
+        return alpha1, self.hidden_bias()
 
     def _check_mergeable(self) -> None:
         if self.config.uses_prompt and not self.config.frozen_bias:
