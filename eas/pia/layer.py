@@ -96,7 +96,16 @@ class SkipPIA(nn.Module):
         if self.router is None:
             return self.up1(h)
         alpha = self.route(m)
-        return alpha[..., :1] * self.up1(h) + alpha[..., 1:] * self.up2(h)
+        # alpha1 up1(h) + alpha2 up2(h) as one product, [a1 h, a2 h, a1, a2] @ [Wu1; Wu2; bu1; bu2]:
+        # each up path writes a (B, T, d) tensor, so two of them plus the scaling and the sum cost
+        # ~8% of a 1B prefill at batch 8 on CPU, about as much as the skipped MHAs save.
+        rows = alpha.expand(*h.shape[:-1], 2)
+        x = torch.cat([rows[..., :1] * h, rows[..., 1:] * h, rows], dim=-1)
+        return F.linear(x, self.up_weight())
+
+    def up_weight(self) -> torch.Tensor:
+        """(d, 2r + 2): both up paths and their biases side by side, as forward's one product uses them."""
+        return torch.cat([self.up1.weight, self.up2.weight, self.up1.bias[:, None], self.up2.bias[:, None]], dim=1)
 
     def route(self, m: torch.Tensor) -> torch.Tensor:
         if self.static_alpha is not None:
@@ -125,7 +134,7 @@ class SkipPIA(nn.Module):
         if (count == 0).any():
             rows = (count[:, 0] == 0).nonzero().flatten().tolist()
             raise PIAError(f"rows {rows} have no prompt tokens: the prompt mean is undefined.")
-        total = (n * prompt).sum(1)
+        total = torch.bmm(prompt.transpose(1, 2), n)[:, 0]  # (B, d), without a (B, T, d) temporary
         if self.config.frozen_bias:
             self.state = PromptState(total.detach(), count)
             return (total / count)[:, None]
