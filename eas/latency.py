@@ -196,9 +196,10 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
 
     Added per token (2 FLOPs per weight of a matmul that runs on it): Adapter 2*(d h + h d) in every
     block; MAM the same for its parallel adapter plus attention over its prefix (4 P d_attn per kept
-    attention); DAS 4 d h_layer per skipped block and 4 d h per kept one; EAS unmerged 2 d r + 2 * 2 r d
-    (down1, up1, up2) per skipped MHA and 4 d a per kept one, plus down2 and the router on the prompt
-    mean once per forward. EAS merged decodes with merged weights of the base's shapes: nothing added
+    attention); DAS 4 d h_layer per skipped block and 4 d h per kept one; EAS unmerged 2 d r + 2 (2 r + 2) d
+    per skipped MHA (down1; up1 and up2 with their biases as one product, SkipPIA.forward) and 4 d a per
+    kept one, plus down2 and the router on the prompt mean once per forward, and in prefill the prompt
+    sum as a mask product (2 T d per skipped MHA). EAS merged decodes with merged weights of the base's shapes: nothing added
     in decode, except low_rank, which adds (n Wd1) B per skipped MHA (2 d r + 2 r 2 d_ff), and two_matrix,
     a second gate/up product (2 d 2 d_ff); its prefill is the unmerged one. The per-prompt merge (a few
     tiny products, an axpy that the counter does not see) is left at 0."""
@@ -218,10 +219,12 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
         per_token = k * 4 * d * p.das_layer_hidden + (L - k) * 4 * d * p.adapter_hidden
     elif m in ("eas-unmerged", "eas-merged"):
         r, a = p.skip_hidden, p.adapt_hidden
-        per_token = k * 6 * d * r + (L - k) * 4 * d * a
+        per_token = k * (2 * d * r + 2 * (2 * r + 2) * d) + (L - k) * 4 * d * a
         per_call = k * (2 * d * r + 2 * d * 2)  # down2 and the router on the (B, 1, d) prompt mean
     T, steps = prompt_len, new_tokens - 1
     pre = batch * (T * per_token + per_call)
+    if m in ("eas-unmerged", "eas-merged"):
+        pre += batch * k * 2 * T * d
     dec = batch * steps * (per_token + per_call)
     if m == "eas-merged":
         f = cfg.intermediate_size

@@ -45,8 +45,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import arch
-from .pia import (PIAConfig, PIAError, adapt_adapters, current_context, pia_config, prompt_context, skip_adapters,
-                  trainable_parameters)
+from .pia import PIAConfig, PIAError, adapt_adapters, current_context, pia_config, prompt_context, skip_adapters
+from .pia.layer import AdaptPIA, SkipPIA
 from .pia.config import MERGE_STRATEGIES
 
 DENSE, FACTORED = "dense", "low_rank"  # the two kinds of per-task plan; only low_rank is factored
@@ -76,6 +76,9 @@ class LowRankPlan:
     # (2r, 2 d_ff) = [B2; B1 - B2], one storage with maps and maps_diff: at batch > 1,
     # [h, alpha1 h] @ stacked = h @ B(alpha) per example without a (B, r, 2 d_ff) tensor of maps
     stacked: torch.Tensor | None = None
+    # The layer's LowRankMLP, built on the first merge and reloaded with each prompt's (maps, bias, alpha1):
+    # constructing an nn.Module per layer per prompt was a third of a batch-1 merge on the 135M model.
+    module: "LowRankMLP | None" = None
 
 
 @dataclass
@@ -117,14 +120,23 @@ def low_rank_product(down: nn.Linear, up: nn.Linear, right: torch.Tensor) -> tor
     return _wide(down.weight.T) @ (_wide(up.weight.T) @ _wide(right))
 
 
+def _adapter_weights(adapter: nn.Module) -> list[torch.Tensor]:
+    # A PIA is one level of nn.Linear (eas.pia.layer): its parameters without nn.Module's recursive
+    # generators, as this runs on every merge (parameters() made the key half of a batch-1 merge).
+    return [t for lin in adapter._modules.values() if lin is not None for t in lin._parameters.values()
+            if t is not None]
+
+
 def _plan_key(model: nn.Module) -> tuple:
     # In-place updates (optimiser steps, load_state_dict) bump a tensor's _version: a stale plan is detected.
-    tensors = list(trainable_parameters(model))
-    for i in skip_adapters(model):
-        mlp = arch.layer_parts(arch.decoder_layers(model)[i]).mlp
-        tensors += [mlp.gate_proj.weight, mlp.up_proj.weight]
-    for i in adapt_adapters(model):
-        tensors += [lin.weight for lin in arch.layer_parts(arch.decoder_layers(model)[i]).qkv]
+    tensors = []
+    for blk in arch.decoder_layers(model):
+        pia, adapter = getattr(blk, "ffn_adapter", None), getattr(blk, "attn_adapter", None)
+        if isinstance(pia, SkipPIA):
+            mlp = arch.layer_parts(blk).mlp
+            tensors += [*_adapter_weights(pia), mlp.gate_proj.weight, mlp.up_proj.weight]
+        if isinstance(adapter, AdaptPIA):
+            tensors += [*_adapter_weights(adapter), *(lin.weight for lin in arch.layer_parts(blk).qkv)]
     return tuple((id(t), t._version) for t in tensors)
 
 
@@ -278,29 +290,36 @@ class LowRankMLP(nn.Module):
     examples with a router: B = [B2; B1 - B2] (2r, 2f), shared, and the low-rank input is [h, alpha1 h],
     so no (B, r, 2f) per-example maps exist. bias (B or 1, 2f)."""
 
-    def __init__(self, mlp: nn.Module, down: torch.Tensor, maps: torch.Tensor, bias: torch.Tensor,
-                 alpha1: torch.Tensor | None = None):
+    def __init__(self, mlp: nn.Module, down: torch.Tensor):
         super().__init__()
         self.gate_proj, self.up_proj, self.down_proj = mlp.gate_proj, mlp.up_proj, mlp.down_proj
         self.act_fn = mlp.act_fn
-        self.down, self.maps, self.bias = down, maps, bias  # down: (r, d), the PIA's down1 weight
-        self.alpha1 = alpha1  # (B,): set only with the stacked maps
+        self.down = down  # (r, d), the PIA's down1 weight
+        self.maps = self.bias = self.alpha1 = None  # set per prompt by `load`; alpha1 (B,) only with stacked maps
+
+    def load(self, maps: torch.Tensor, bias: torch.Tensor, alpha1: torch.Tensor | None = None) -> "LowRankMLP":
+        self.__dict__.update(maps=maps, bias=bias, alpha1=alpha1)  # plain tensors: skip nn.Module.__setattr__
+        return self
 
     @classmethod
     def build(cls, mlp, plan: LowRankPlan, pia, alpha1, h0) -> "LowRankMLP":
-        """alpha1 (B,) or None, h0 (B or 1, r): SkipPIA.merge_inputs()."""
+        """The layer's merged MLP for one prompt batch; alpha1 (B,) or None, h0 (B or 1, r):
+        SkipPIA.merge_inputs(). Reuses the module `plan` keeps for this layer."""
+        module = plan.module
+        if module is None or module.gate_proj is not mlp.gate_proj or module.down is not pia.down1.weight:
+            module = plan.module = cls(mlp, pia.down1.weight)
         dtype = plan.maps.dtype
         h0 = h0.to(dtype)
         if plan.maps_diff is None:
-            return cls(mlp, pia.down1.weight, plan.maps, h0 @ plan.maps + plan.consts)
+            return module.load(plan.maps, h0 @ plan.maps + plan.consts)
         a = alpha1.to(dtype)
         consts = plan.consts + a[:, None] * plan.consts_diff
         if a.shape[0] == 1:  # one example: a plain (r, 2f) matrix, as without a router, O(r d_ff)
             maps = torch.add(plan.maps, plan.maps_diff, alpha=a.item())
-            return cls(mlp, pia.down1.weight, maps, h0 @ maps + consts)
+            return module.load(maps, h0 @ maps + consts)
         # bp @ G = h0 @ (Wu(alpha) @ G) + bu(alpha) @ G: the bias without touching G (still its original values)
         bias = torch.cat([h0, a[:, None] * h0], dim=-1) @ plan.stacked + consts
-        return cls(mlp, pia.down1.weight, plan.stacked, bias, alpha1=a.contiguous())  # not a view of the router's output
+        return module.load(plan.stacked, bias, alpha1=a.contiguous())  # not a view of the router's output
 
     def forward(self, n: torch.Tensor) -> torch.Tensor:
         _check_decoding(self.bias.shape[0], n)
