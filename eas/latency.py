@@ -199,8 +199,8 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
     attention); DAS 4 d h_layer per skipped block and 4 d h per kept one; EAS unmerged 2 d r + 2 (2 r + 2) d
     per skipped MHA (down1; up1 and up2 with their biases as one product, SkipPIA.forward) and 4 d a per
     kept one, plus down2 and the router on the prompt mean once per forward, and in prefill the prompt
-    sum as a mask product (2 T d per skipped MHA). EAS merged decodes with merged weights of the base's shapes: nothing added
-    in decode, except low_rank, which adds (n Wd1) B per skipped MHA (2 d r + 2 r 2 d_ff), and two_matrix,
+    sum as a mask product (2 d per prompt token and skipped MHA). EAS merged decodes with merged weights
+    of the base's shapes: nothing added in decode, except low_rank, which adds (n Wd1) B per skipped MHA (2 d r + 2 r 2 d_ff), and two_matrix,
     a second gate/up product (2 d 2 d_ff); its prefill is the unmerged one. The per-prompt merge (a few
     tiny products, an axpy that the counter does not see) is left at 0."""
     cfg = getattr(config, "text_config", None) or config
@@ -210,7 +210,7 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
     base = measure.analytic_flops(config, spec.skips, prompt_len, new_tokens, batch,
                                   visual_tokens=visual_tokens, vision_dim=vision_dim)
     m, k = spec.method, spec.k
-    per_token, per_call = 0, 0  # FLOPs per token position, per forward call and example
+    per_token, per_call, per_prompt_token = 0, 0, 0  # FLOPs per token position, forward call, prefill token
     if m == "adapter":
         per_token = L * 4 * d * p.adapter_hidden
     elif m == "mam":
@@ -221,10 +221,9 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
         r, a = p.skip_hidden, p.adapt_hidden
         per_token = k * (2 * d * r + 2 * (2 * r + 2) * d) + (L - k) * 4 * d * a
         per_call = k * (2 * d * r + 2 * d * 2)  # down2 and the router on the (B, 1, d) prompt mean
+        per_prompt_token = k * 2 * d  # the prompt sum, prefill only
     T, steps = prompt_len, new_tokens - 1
-    pre = batch * (T * per_token + per_call)
-    if m in ("eas-unmerged", "eas-merged"):
-        pre += batch * k * 2 * T * d
+    pre = batch * (T * (per_token + per_prompt_token) + per_call)
     dec = batch * steps * (per_token + per_call)
     if m == "eas-merged":
         f = cfg.intermediate_size

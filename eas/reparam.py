@@ -305,9 +305,10 @@ class LowRankMLP(nn.Module):
     def build(cls, mlp, plan: LowRankPlan, pia, alpha1, h0) -> "LowRankMLP":
         """The layer's merged MLP for one prompt batch; alpha1 (B,) or None, h0 (B or 1, r):
         SkipPIA.merge_inputs(). Reuses the module `plan` keeps for this layer."""
+        # A plan is rebuilt whenever the MLP's or the PIA's weights change (_plan_key), so its module fits.
+        if plan.module is None:
+            plan.module = cls(mlp, pia.down1.weight)
         module = plan.module
-        if module is None or module.gate_proj is not mlp.gate_proj or module.down is not pia.down1.weight:
-            module = plan.module = cls(mlp, pia.down1.weight)
         dtype = plan.maps.dtype
         h0 = h0.to(dtype)
         if plan.maps_diff is None:
