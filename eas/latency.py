@@ -14,7 +14,8 @@ Variants (`variant_specs`): base; LoRA (merged and unloaded: plain Linear layers
 adapters on the kept blocks); skip-only_k (k MHAs removed, nothing added); EAS_k unmerged and merged.
 EAS merged runs once per merge strategy (`LatencyParams.merge_strategies`, eas.reparam): the row of
 `merge_strategy` is the primary one (Table 1, Fig. 4), the others are named `eas-merged[strategy] k=K`
-(`strategies` compares them). static_router is calibrated on the timed prompts, outside the clocks.
+and run at each scale's largest k only (`LatencyParams.strategies_at`; `strategies` compares them).
+static_router is calibrated on the timed prompts, outside the clocks.
 Every EAS merged row decodes as a deployed model would: its adaptation PIAs (prompt-independent) are
 folded into q/k/v once per task (`reparam.fold_adaptation`), so no merged q/k/v copy is held or swapped.
 
@@ -53,8 +54,8 @@ from .skip import SkipSet, apply_skips
 METHODS = ("base", "lora", "adapter", "mam", "das", "skip-only", "eas-unmerged", "eas-merged")
 SKIPPING = ("das", "skip-only", "eas-unmerged", "eas-merged")
 MINI_LLAVA_SCALES = ("tiny", "mini-llava")
-SCALE_KEYS = ("shape", "batches", "ks", "das_ks", "methods", "new_tokens", "repeats", "dtype", "device",
-              "visual_tokens", "text_tokens", "overrides")
+SCALE_KEYS = ("shape", "batches", "ks", "das_ks", "methods", "new_tokens", "repeats", "module_repeats", "dtype",
+              "device", "visual_tokens", "text_tokens", "overrides")
 
 LATENCY_COLUMNS = [
     "scale", "method", "k", "batch", "variant", "n_layers", "prompt_len", "new_tokens", "typical_tokens",
@@ -100,9 +101,11 @@ class Spec:
         return f"{method} k={self.k}" if self.k else method
 
 
-def variant_specs(n_layers: int, ks, das_ks, methods=METHODS, strategies=(), primary: str | None = None) -> list[Spec]:
+def variant_specs(n_layers: int, ks, das_ks, methods=METHODS, strategies=(), primary: str | None = None,
+                  strategy_ks=None) -> list[Spec]:
     """Base first (the baseline), then each method; skipping methods once per k; EAS merged with the
-    `primary` strategy (default PIAConfig's), then once per other strategy in `strategies`."""
+    `primary` strategy (default PIAConfig's), then once per other strategy in `strategies`, at the ks in
+    `strategy_ks` (default: every k)."""
     from .bench import timing_skip_set
 
     unknown = sorted(set(methods) - set(METHODS))
@@ -123,7 +126,8 @@ def variant_specs(n_layers: int, ks, das_ks, methods=METHODS, strategies=(), pri
                 continue
             first = primary or PIAConfig.merge_strategy
             specs.append(Spec(m, k, skips, strategy=first))
-            specs += [Spec(m, k, skips, strategy=x, primary=False) for x in strategies if x != first]
+            if strategy_ks is None or k in strategy_ks:
+                specs += [Spec(m, k, skips, strategy=x, primary=False) for x in strategies if x != first]
     return specs
 
 
@@ -241,7 +245,8 @@ def scale_settings(name: str, p: LatencyParams) -> dict:
     if bad:
         raise ParameterError(f"scale {name!r} sets unknown keys {bad}; expected a subset of {list(SCALE_KEYS)}.")
     s = {"shape": name, "batches": p.batches, "ks": p.ks, "das_ks": p.das_ks, "methods": p.methods,
-         "new_tokens": p.new_tokens, "repeats": p.repeats, "dtype": "float32", "device": "auto",
+         "new_tokens": p.new_tokens, "repeats": p.repeats, "module_repeats": p.module_repeats,
+         "dtype": "float32", "device": "auto",
          "visual_tokens": 576, "text_tokens": 60, "overrides": {}, **own}
     if s["device"] == "auto":
         s["device"] = "cuda" if torch.cuda.is_available() else "cpu"
@@ -282,7 +287,7 @@ def _rows_for_batch(scale, s, target, batch, specs, p, vision, progress) -> list
     model = measure.model_of(target)
     b, new_tokens = len(batch), s["new_tokens"]
     reset(model)
-    times = measure.module_times(target, batch, new_tokens, repeats=p.module_repeats, warmup=p.warmup)
+    times = measure.module_times(target, batch, new_tokens, repeats=s["module_repeats"], warmup=p.warmup)
     if progress:
         print(f"latency[{scale}]: batch {b}, prompt {batch.input_ids.shape[1]}, {len(specs)} variants x "
               f"{s['repeats']} interleaved repeats", flush=True)
@@ -364,7 +369,8 @@ def run_scale(scale: str, p: LatencyParams, progress: bool = True) -> pd.DataFra
     torch.manual_seed(p.seed)
     target, batches, vision = build_scale(scale, s, p.seed)
     specs = variant_specs(arch.num_layers(measure.model_of(target)), s["ks"], s["das_ks"], s["methods"],
-                          strategies=p.merge_strategies, primary=p.merge_strategy)
+                          strategies=p.merge_strategies, primary=p.merge_strategy,
+                          strategy_ks=[max(s["ks"])] if p.strategies_at == "largest_k" else None)
     rows = []
     try:
         for b in s["batches"]:
@@ -386,8 +392,8 @@ def run(p: LatencyParams, progress: bool = True) -> pd.DataFrame:
 def scale_params(p: LatencyParams, scale: str) -> dict:
     """What one scale's rows depend on (a results-cache key): the scale's settings and the method sizes."""
     s = scale_settings(scale, p)
-    keep = ("typical_tokens", "warmup", "module_repeats", "skip_hidden", "adapt_hidden", "merge_strategy",
-            "merge_strategies",
+    keep = ("typical_tokens", "warmup", "skip_hidden", "adapt_hidden", "merge_strategy", "merge_strategies",
+            "strategies_at",
             "adapter_hidden", "das_layer_hidden", "lora_r", "mam_prefix", "seed")
     return {"scale": scale, **s, **{k: getattr(p, k) for k in keep}, "threads": torch.get_num_threads()}
 

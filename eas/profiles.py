@@ -121,6 +121,9 @@ class LatencyParams:
     merge_strategy: str = "low_rank"  # EAS merged's primary row (Table 1, Fig. 4)
     # EAS merged is also timed with each of these (eas.reparam); per_example is the paper's reference
     merge_strategies: list = field(default_factory=lambda: ["per_example", "low_rank", "static_router"])
+    # where those others are timed: "largest_k" (each scale's largest k, where `latency.best_strategy`
+    # compares them; the other ks get the primary row only) or "every_k"
+    strategies_at: str = "largest_k"
     adapter_hidden: int = 128  # Adapter, MAM's parallel adapter, DAS's kept-block adapters (the paper's LLaVA sizes)
     das_layer_hidden: int = 256
     lora_r: int = 16
@@ -144,8 +147,12 @@ class LatencyParams:
             if bad or not isinstance(self.merge_strategies, list):
                 raise ParameterError(f"parameter {name}={getattr(self, name)!r}; expected strategies among "
                                      f"{list(MERGE_STRATEGIES)}.")
+        if self.strategies_at not in STRATEGIES_AT:
+            raise ParameterError(f"parameter strategies_at={self.strategies_at!r}; expected one of "
+                                 f"{', '.join(STRATEGIES_AT)}.")
 
 
+STRATEGIES_AT = ("largest_k", "every_k")
 NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams,
                    "06_latency": LatencyParams, "latency": LatencyParams}
 

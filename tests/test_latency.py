@@ -33,8 +33,9 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     df = pd.read_csv(out / "latency.csv")
     assert list(df.columns) == latency.LATENCY_COLUMNS
     # base, lora, adapter, mam, das x2, (skip-only, eas-unmerged, eas-merged) x2, and EAS merged with the two
-    # other strategies x2 -- at batch 1 and 2
-    assert len(df) == 2 * (4 + 2 + 3 * 2 + 2 * 2)
+    # other strategies at the largest k only (strategies_at) -- at batch 1 and 2
+    assert len(df) == 2 * (4 + 2 + 3 * 2 + 2)
+    assert set(df[~df.primary.astype(bool)].k) == {2}
     assert (df.prefill_ms > 0).all() and (df.decode_ms_per_token > 0).all() and df.peak_mb.isna().all()
     for png in ("latency_methods_tiny.png", "latency_das_vs_eas_tiny.png", "latency_ideal_vs_achieved.png"):
         assert (out / png).stat().st_size > 0
@@ -61,7 +62,7 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     assert b2.loc["eas-merged k=2", "merge_mb"] < b2.loc["eas-merged[per_example] k=2", "merge_mb"]
     assert b2.loc["eas-merged k=2", "decode_memory_mb"] > b2.loc["skip-only k=2", "decode_memory_mb"]
     st = latency.strategies(df)
-    assert len(st) == 2 * 2 * 3 and st.decode_vs_skip_only.notna().all() and (st.memory_vs_skip_only > 1).all()
+    assert len(st) == 2 * (2 + 2) and st.decode_vs_skip_only.notna().all() and (st.memory_vs_skip_only > 1).all()
     best = latency.best_strategy(df)
     assert list(best.batch) == [1, 2] and set(best.best) <= {"per_example", "low_rank", "static_router"}
     assert latency.table1(df, "tiny", 1).loc["EAS_12", "ours"] == "EAS_2"  # primary rows only
@@ -71,7 +72,8 @@ def test_random_llama_scale_runs_and_counts_flops():
     p = toy_params(scales={"toy": {"shape": "llama-1b", "overrides": TOY, "visual_tokens": 6, "text_tokens": 4,
                                    "batches": [2]}})
     df = latency.run_scale("toy", p, progress=False)
-    assert len(df) == 16 and set(df.batch) == {2} and (df.prompt_len == 10).all()
+    # 4 + das x2 + (skip-only, unmerged, merged) x2 + the two other merge strategies at k=2 only
+    assert len(df) == 14 and set(df.batch) == {2} and (df.prompt_len == 10).all()
     assert df[df.method != "eas-merged"].flops_rel_diff.abs().max() < 1e-9
 
 
@@ -101,6 +103,9 @@ def test_variant_specs():
                                 primary="low_rank")
     assert [(s.name, s.strategy, s.primary) for s in per[1:]] == [
         ("eas-merged k=2", "low_rank", True), ("eas-merged[per_example] k=2", "per_example", False)]
+    largest = latency.variant_specs(8, [2, 4], [1], methods=["eas-merged"], strategies=["per_example", "low_rank"],
+                                    primary="low_rank", strategy_ks=[4])
+    assert [s.name for s in largest[1:]] == ["eas-merged k=2", "eas-merged k=4", "eas-merged[per_example] k=4"]
     with pytest.raises(ParameterError, match="unknown latency methods"):
         latency.variant_specs(8, [2], [1], methods=["prompt-tuning"])
 
@@ -170,8 +175,20 @@ def test_bad_latency_parameters_are_named():
         notebook_params("06_latency", {**values, "new_tokens": 1})
     with pytest.raises(ParameterError, match="merge_strategies"):
         notebook_params("06_latency", {**values, "merge_strategies": ["low-rank"]})
+    with pytest.raises(ParameterError, match="strategies_at='largest'; expected one of largest_k, every_k"):
+        notebook_params("06_latency", {**values, "strategies_at": "largest"})
     with pytest.raises(ParameterError, match="unknown keys"):
         latency.scale_settings("tiny", toy_params(scales={"tiny": {"prompt": 3}}))
+
+
+def test_scale_settings_override_the_global_ones():
+    p = toy_params(module_repeats=4, scales={"tiny": {}, "big": {"shape": "llama-1b", "module_repeats": 2,
+                                                                  "batches": [4]}})
+    tiny, big = latency.scale_settings("tiny", p), latency.scale_settings("big", p)
+    assert (tiny["shape"], tiny["module_repeats"], tiny["batches"]) == ("tiny", 4, p.batches)
+    assert (big["shape"], big["module_repeats"], big["batches"]) == ("llama-1b", 2, [4])
+    # each scale's own settings key its cached rows
+    assert latency.scale_params(p, "big")["module_repeats"] == 2 != latency.scale_params(p, "tiny")["module_repeats"]
 
 
 def _table1_rows(adapter_time: float, noise: float = 0.01) -> pd.DataFrame:
