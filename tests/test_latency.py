@@ -68,6 +68,27 @@ def test_latency_suite_smoke(tmp_path, monkeypatch):
     assert latency.table1(df, "tiny", 1).loc["EAS_12", "ours"] == "EAS_2"  # primary rows only
 
 
+def _strategy_rows(times: dict, iqr: float) -> pd.DataFrame:
+    """A latency frame with base, skip-only and EAS merged rows: only the columns `strategies` reads."""
+    common = {"scale": "toy", "batch": 1, "merge_ms": 1.0, "merge_share_of_prefill": 0.01, "merge_mb": 1.0,
+              "decode_memory_mb": 10.0, "ideal_sample_speedup": 1.2, "achieved_sample_fraction": 0.9}
+    rows = [{**common, "method": "base", "k": 0, "strategy": None, "primary": True, "task_ms_per_sample": 100.0},
+            {**common, "method": "skip-only", "k": 2, "strategy": None, "primary": True, "task_ms_per_sample": 80.0}]
+    rows += [{**common, "method": "eas-merged", "k": 2, "strategy": name, "primary": name == "low_rank",
+              "task_ms_per_sample": t} for name, t in times.items()]
+    frame = pd.DataFrame(rows)
+    return frame.assign(decode_ms_per_token=frame.task_ms_per_sample / 10, decode_ms_per_token_iqr=iqr)
+
+
+def test_best_strategy_says_when_the_run_cannot_tell():
+    times = {"per_example": 95.0, "low_rank": 82.0, "static_router": 84.0}
+    clear = latency.best_strategy(_strategy_rows(times, iqr=0.08)).iloc[0]  # 1% noise, 2.4% margin
+    assert (clear.best, clear.runner_up, clear.resolved) == ("low_rank", "static_router", True)
+    assert clear.margin == pytest.approx(84 / 82 - 1) and clear.best_vs_per_example == pytest.approx(95 / 82)
+    noisy = latency.best_strategy(_strategy_rows(times, iqr=0.4)).iloc[0]  # ~5% noise
+    assert noisy.best == "low_rank" and not noisy.resolved
+
+
 def test_random_llama_scale_runs_and_counts_flops():
     p = toy_params(scales={"toy": {"shape": "llama-1b", "overrides": TOY, "visual_tokens": 6, "text_tokens": 4,
                                    "batches": [2]}})
