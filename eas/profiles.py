@@ -93,6 +93,9 @@ class ReparamParams:
     scale_layers: int = 2
 
 
+STRATEGIES_AT = ("largest_k", "every_k")  # LatencyParams.strategies_at
+
+
 @dataclass(frozen=True)
 class LatencyParams:
     """06_latency and `make bench --suite latency` (eas.latency): every method of Table 1 timed side by
@@ -152,7 +155,6 @@ class LatencyParams:
                                  f"{', '.join(STRATEGIES_AT)}.")
 
 
-STRATEGIES_AT = ("largest_k", "every_k")
 NOTEBOOK_PARAMS = {"01_base_model": BaseModelParams, "05_reparameterisation": ReparamParams, "bench": BenchParams,
                    "06_latency": LatencyParams, "latency": LatencyParams}
 
