@@ -314,14 +314,15 @@ def run_strategies_suite(profile: str, out: Path) -> pd.DataFrame:
         torch.set_num_threads(p.threads)
     started, frames = time.time(), []
     for scale, s in p.strategy_scales.items():
-        if scale in ("tiny", "mini-llava"):
-            model = timing_model(scale, p.seed)
+        shape = s.get("shape", scale)
+        if shape in ("tiny", "mini-llava"):
+            model = timing_model(shape, p.seed)
             batches = prompt_batches(model, s["batches"], p.seed)
         else:  # a randomly initialised LLaMA of an eas.shapes shape, LLaVA-length prompt
-            model = measure.CausalLMTarget(random_llama(scale, seed=p.seed))
+            model = measure.CausalLMTarget(random_llama(shape, seed=p.seed))
             batches = {b: llava_prompt(model.config.vocab_size, batch=b, visual_tokens=s.get("visual_tokens", 64),
                                        text_tokens=s.get("text_tokens", 32), seed=p.seed) for b in s["batches"]}
-        print(f"strategies: {scale}, batches {list(batches)}, k={s.get('k', 12)}", flush=True)
+        print(f"strategies: {scale} ({shape}), batches {list(batches)}, k={s.get('k', 12)}", flush=True)
         frame = strategy_timing(model, batches, s.get("k", 12), strategies=s.get("strategies", MERGE_SCALE_STRATEGIES),
                                 new_tokens=s.get("new_tokens", p.new_tokens), repeats=s.get("repeats", p.repeats),
                                 skip_hidden=p.skip_hidden, adapt_hidden=p.adapt_hidden)

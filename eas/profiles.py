@@ -67,10 +67,34 @@ class BenchParams:
     typical_tokens: int = 64  # output length the strategies suite reports time per sample at
     # `--suite strategies`: scale -> batches (and optional k, new_tokens, repeats, strategies, prompt lengths).
     # At 1B, per_example holds B x 12 x d x 2 d_ff fp32 weights (1.4 GB an example): batches stay small.
+    # An entry's `shape` (default: its name) lets one shape appear twice: the 1B shape at batch 8 times only
+    # the default low_rank merge, as base + skip-only + EAS is already three 4.4 GB copies.
     strategy_scales: dict = field(default_factory=lambda: {
         "mini-llava": {"batches": [1, 8]},
         "llama-1b": {"batches": [1, 2], "new_tokens": 8, "repeats": 3, "strategies": ["per_example", "low_rank"]},
+        "llama-1b-batch8": {"shape": "llama-1b", "batches": [8], "new_tokens": 8, "repeats": 5,
+                            "strategies": ["low_rank"]},
     })
+
+    def __post_init__(self):
+        from .pia.config import MERGE_STRATEGIES
+
+        if not isinstance(self.strategy_scales, dict) or not self.strategy_scales:
+            raise ParameterError(f"parameter strategy_scales={self.strategy_scales!r}; expected a non-empty mapping "
+                                 "of scale name to its settings.")
+        for name, s in self.strategy_scales.items():
+            bad = sorted(set(s or {}) - set(STRATEGY_SCALE_KEYS)) if isinstance(s, dict) else None
+            if bad is None or bad or not s.get("batches"):
+                raise ParameterError(f"strategy_scales[{name!r}]={s!r}; expected a dict with `batches` and keys "
+                                     f"among {list(STRATEGY_SCALE_KEYS)}.")
+            unknown = [v for v in s.get("strategies", []) if v not in MERGE_STRATEGIES]
+            if unknown:
+                raise ParameterError(f"strategy_scales[{name!r}] names unknown strategies {unknown}; expected "
+                                     f"among {list(MERGE_STRATEGIES)}.")
+
+
+STRATEGY_SCALE_KEYS = ("shape", "batches", "k", "new_tokens", "repeats", "strategies", "visual_tokens",
+                       "text_tokens")
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,9 @@ def test_strategies_suite_smoke(tmp_path):
     out = tmp_path / "bench"
     assert bench.main(["--profile", "smoke", "--suite", "strategies", "--out", str(out)]) == 0
     frame = pd.read_csv(out / "strategies.csv")
+    # a second entry of the same shape (`shape: tiny`) times only the strategies it names
+    assert set(frame[frame.scale == "tiny-batch2"].variant) == {"base", "skip-only", "low_rank"}
+    frame = frame[frame.scale == "tiny"]
     assert set(frame.variant) == {"base", "skip-only", "per_example", "low_rank", "static_router"}
     assert set(frame.batch) == {1, 2}
     merged = frame[frame.variant.isin(["per_example", "low_rank", "static_router"])]

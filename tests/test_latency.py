@@ -154,6 +154,25 @@ def test_configure_then_reset_restores_the_model():
         assert torch.equal(greedy_generate(target, batch, 4, ignore_eos=True).tokens, reference), spec.name
 
 
+def test_extrapolated_decode_flops_equal_counting_every_step():
+    """counted_flops counts three decode steps and extends them (a step's FLOPs are affine in its position):
+    for every method of the suite, merged EAS included, that equals counting each of the steps."""
+    model = random_llama("llama-1b", **TOY)
+    target = measure.CausalLMTarget(model)
+    batch = llava_prompt(TOY["vocab_size"], batch=2, visual_tokens=6, text_tokens=4)
+    latency.reset(model)
+    p = toy_params()
+    for spec in latency.variant_specs(4, [2], [1], strategies=["per_example", "low_rank", "static_router"],
+                                      primary="low_rank"):
+        counts = []
+        for every_step in (True, False):
+            hook = latency.configure(model, spec, p, target, batch)
+            counts.append(measure.counted_flops(target, batch, 9, hook, every_step=every_step))
+            latency.reset(model)
+        assert counts[0] == counts[1], spec.name
+        assert counts[0].decode > 0 and counts[0].merge == counts[1].merge, spec.name
+
+
 def test_analytic_flops_of_adapters():
     from eas.shapes import shape_config
 

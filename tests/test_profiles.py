@@ -31,6 +31,18 @@ def test_bad_parameters_are_named(override, message):
         notebook_params("01_base_model", values)
 
 
+@pytest.mark.parametrize("scales, message", [
+    ({}, "strategy_scales={}; expected a non-empty mapping"),
+    ({"llama-1b": {"batches": [8], "batch": 8}}, r"strategy_scales\['llama-1b'\]=.*keys among"),
+    ({"llama-1b": {"k": 12}}, r"strategy_scales\['llama-1b'\]=.*a dict with `batches`"),
+    ({"llama-1b": {"batches": [1], "strategies": ["fused"]}}, r"unknown strategies \['fused'\]"),
+])
+def test_bad_strategy_scales_are_named(scales, message):
+    values = {**profile_values("smoke", "bench"), "strategy_scales": scales}
+    with pytest.raises(ParameterError, match=message):
+        notebook_params("bench", values)
+
+
 def test_unknown_profile_and_notebook():
     with pytest.raises(ParameterError, match="unknown profile 'fast'"):
         profile_values("fast", "01_base_model")
