@@ -7,12 +7,14 @@ core         on the embedded model, side by side in one interleaved run: base; s
              -> data/results/bench/core.csv
 latency      every method of Table 1 (base, LoRA, Adapter, MAM, DAS_k, skip-only, EAS_k unmerged / merged)
              side by side at the profile's scales (eas.latency) -> data/results/bench/latency.csv + PNGs
+strategies   EAS merged with each merge strategy (the paper's per_example, low_rank, static_router) beside
+             base and skip-only, per scale and batch (the 1B shape up to batch 8) -> strategies.csv
 merge_scale  the per-prompt merge cost on a randomly initialised model with LLaVA-1.5-7B's layer
              shape (a few full-width layers, extrapolated per layer to 32; see `merge_cost_at_scale`)
              -> data/results/bench/merge_scale.csv
 
-`--suite core` runs throughput, core and merge_scale; `--suite latency` the latency suite; `--suite all`
-(default) both. Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
+`--suite core` runs throughput, core and merge_scale; `--suite latency` the latency suite; `--suite strategies`
+strategies and merge_scale; `--suite all` (default) all of them. Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
 last one (`timing_skip_set`). PIAs use the paper's LaVIN sizes unless the profile says otherwise.
 """
 
