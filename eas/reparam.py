@@ -327,8 +327,9 @@ class LowRankMLP(nn.Module):
         h = F.linear(n, self.down)  # (B, T, r); down1's bias is in h0, hence in self.bias
         if self.alpha1 is not None:
             h = torch.cat([h, h * self.alpha1.view(-1, 1, 1)], dim=-1)  # (B, T, 2r)
-        maps = self.maps.expand(n.shape[0], *self.maps.shape)
-        low_g, low_u = torch.baddbmm(self.bias[:, None], h, maps).chunk(2, dim=-1)
+        # The maps are shared by every row, so one GEMM over all rows (no batched product over a stride-0
+        # expansion). Their bytes (merge_bytes) are all low_rank reads beyond skip-only per decode step.
+        low_g, low_u = torch.matmul(h, self.maps).add_(self.bias[:, None]).chunk(2, dim=-1)
         g = F.linear(n, self.gate_proj.weight).add_(low_g)  # the MLP's own biases are in self.bias
         u = F.linear(n, self.up_proj.weight).add_(low_u)
         return self.down_proj(self.act_fn(g) * u)
