@@ -61,6 +61,11 @@ def test_strategies_suite_smoke(tmp_path):
     merged = frame[frame.variant.isin(["per_example", "low_rank", "static_router"])]
     assert (merged.merge_ms > 0).all() and (frame[frame.variant == "base"].merge_mb == 0).all()
     assert (frame[frame.variant == "base"].speedup_typical == 1).all()
+    # each decode ratio carries its noise, and one inside it is not called a difference
+    assert (frame.decode_noise >= 0).all()
+    resolved = frame[frame.decode_resolved]
+    assert ((resolved.decode_vs_skip_only - 1).abs() > resolved.decode_noise).all()
+    assert not frame[frame.variant == "skip-only"].decode_resolved.any()
     # low_rank never copies the gate/up weights: it holds less than one per-example copy per row
     held = frame.set_index(["variant", "batch"]).merge_mb
     assert held[("low_rank", 2)] < held[("per_example", 2)]
