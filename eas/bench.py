@@ -14,8 +14,9 @@ merge_scale  the per-prompt merge cost on a randomly initialised model with LLaV
              -> data/results/bench/merge_scale.csv
 
 `--suite core` runs throughput, core and merge_scale; `--suite latency` the latency suite; `--suite strategies`
-strategies and merge_scale; `--suite all` (default) all of them. Which MHAs are skipped does not change the cost, so the benchmark skips the k layers before the
-last one (`timing_skip_set`). PIAs use the paper's LaVIN sizes unless the profile says otherwise.
+strategies and merge_scale; `--suite all` (default) all of them. Which MHAs are skipped does not change the
+cost, so the benchmark skips the k layers before the last one (`timing_skip_set`). PIAs use the paper's LaVIN
+sizes unless the profile says otherwise.
 """
 
 from __future__ import annotations
@@ -169,7 +170,8 @@ MERGE_SCALE_STRATEGIES = ("per_example", "low_rank", "static_router")
 def strategy_timing(model, batches: dict, k: int, *, strategies=MERGE_SCALE_STRATEGIES, new_tokens: int,
                     repeats: int, skip_hidden: int, adapt_hidden: int) -> pd.DataFrame:
     """EAS merged with each merge strategy beside base and skip-only, interleaved, per batch size: decode
-    per token (its relative IQR, and whether its ratio to skip-only lies outside the noise), merge cost against prefill, time per sample and the bytes each merge holds while decoding.
+    per token (its relative IQR, and whether its ratio to skip-only lies outside the noise), merge cost
+    against prefill, time per sample and the bytes each merge holds while decoding.
     Adapters are small random values (timing does not depend on them); static_router is calibrated on
     the largest batch."""
     from .pia import randomise_adapters
@@ -204,9 +206,9 @@ def strategy_timing(model, batches: dict, k: int, *, strategies=MERGE_SCALE_STRA
     rows = []
     for b, batch in batches.items():
         df = measure.compare(variants, batch, new_tokens, repeats=repeats, baseline="base")
-        noise = df.decode_ms_per_token_iqr / df.decode_ms_per_token  # relative IQR of each row's decode
+        noise, skip_decode = measure.decode_noise(df), df.loc["skip-only", "decode_ms_per_token"]
         for name, r in df.iterrows():
-            vs_skip = r.decode_ms_per_token / df.loc["skip-only", "decode_ms_per_token"]
+            vs_skip = r.decode_ms_per_token / skip_decode
             rows.append({"batch": b, "variant": name, "prefill_ms": r.prefill_ms, "merge_ms": r.merge_ms,
                          "decode_ms_per_token": r.decode_ms_per_token, "ms_per_sample": r.ms_per_sample,
                          "speedup": r.speedup, "merge_over_prefill": r.merge_ms / r.prefill_ms,

@@ -412,11 +412,6 @@ def primary(frame: pd.DataFrame) -> pd.DataFrame:
     return frame[frame.primary.fillna(True).astype(bool)] if "primary" in frame else frame
 
 
-def _time_noise(row) -> float:
-    """A latency row's timing noise: decode dominates the time per sample, so its relative IQR."""
-    return row.decode_ms_per_token_iqr / row.decode_ms_per_token
-
-
 def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
     """Table 1's FLOPs and time columns for one scale, in the paper's rows, beside the paper's values.
 
@@ -442,7 +437,7 @@ def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
             "gflops": r.gflops_counted, "flops_label": f"{r.gflops_counted:.2f}G ({r.delta_gflops:+.2f}G)",
             "flops_vs_base": r.gflops_counted / base.gflops_counted,
             "ms_per_sample": r.task_ms_per_sample, "time_vs_base": r.task_ms_per_sample / base.task_ms_per_sample,
-            "time_noise": _time_noise(r),
+            "time_noise": measure.decode_noise(r),
             "merge_share": r.merge_ms / batch / r.task_ms_per_sample,  # the per-prompt merge, EAS only
             "paper_flops_label": f"{paper_g:.1f}G ({paper_g - 5018.4:+.1f}G)",
             "paper_flops_vs_base": paper_g / 5018.4,
@@ -555,7 +550,7 @@ def strategies(frame: pd.DataFrame) -> pd.DataFrame:
                 rows.append({
                     "scale": scale, "batch": b, "k": k, "strategy": r.strategy, "primary": r.primary,
                     "decode_ms_per_token": r.decode_ms_per_token, "task_ms_per_sample": r.task_ms_per_sample,
-                    "time_noise": _time_noise(r),
+                    "time_noise": measure.decode_noise(r),
                     "speedup": base.task_ms_per_sample / r.task_ms_per_sample,
                     "decode_vs_skip_only": r.decode_ms_per_token / skip.decode_ms_per_token if skip is not None
                     else float("nan"),

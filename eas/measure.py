@@ -275,6 +275,12 @@ def compare(variants: dict[str, Variant], batch: Batch, new_tokens: int, repeats
     return df
 
 
+def decode_noise(timing):
+    """A timing row's (or a compare() frame's) noise: decode dominates the time per sample, so the relative
+    IQR of its decode time. Two ratios closer than this are a tie."""
+    return timing.decode_ms_per_token_iqr / timing.decode_ms_per_token
+
+
 # ----------------------------------------------------------------------------- FLOPs
 
 def _attention_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
