@@ -2,10 +2,15 @@
 
 `apply_skips(model, SkipSet(mha=[...]))` swaps each decoder layer for an `EASBlock` that runs
 the original block's own modules, leaving out what is skipped. A skipped MHA costs nothing:
-no norm, no q/k/v/o, no attention, and no KV-cache entry. For the last point the kept attentions
-are renumbered 0..K-1, so a cache holds exactly K layers and the cache's notion of "sequence
-length" (read from layer 0) always refers to a layer that really caches, also when layer 0's
-attention is the one skipped (DESIGN.md section 4).
+no norm, no q/k/v/o, no attention, and no KV-cache bytes.
+
+The cache keeps one entry per decoder layer, at the layer's own index, so that each entry has the
+type of its own layer (full or sliding-window attention: transformers builds a cache's layers from
+`config.layer_types`, and Qwen2 / Mistral mix both kinds). A skipped layer's entry becomes a counting
+entry of the same type: it stores nothing (zero bytes) but counts the tokens seen, so the cache's
+sequence length (read from layer 0) and the mask sizes (read from the first full / first sliding
+entry) are right whichever attentions are skipped, layer 0's included.
+Of the N entries, only the K kept ones hold keys and values.
 
 Adapters plug into three slots of an `EASBlock` (filled by `eas.pia` and the baselines):
     attn_adapter   on norm_a(x) in front of a kept attention   (adaptation PIA, sequential adapter)
@@ -20,6 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from . import arch
 
@@ -40,7 +46,7 @@ class SkipSet:
 
     def __post_init__(self):
         for kind in KINDS:
-            object.__setattr__(self, kind, tuple(sorted(int(i) for i in getattr(self, kind))))
+            object.__setattr__(self, kind, tuple(sorted(_index(kind, i) for i in getattr(self, kind))))
 
     @classmethod
     def of(cls, kind: str, indices) -> "SkipSet":
@@ -60,6 +66,13 @@ class SkipSet:
         return {kind: list(getattr(self, kind)) for kind in KINDS}
 
 
+def _index(kind: str, i) -> int:
+    """A layer index as an int; 1.5, True or "1" are errors, never rounded or parsed."""
+    if isinstance(i, bool) or not hasattr(i, "__index__"):
+        raise SkipError(f"{kind} index {i!r} is not an integer.")
+    return int(i.__index__())
+
+
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise SkipError(f"unknown module kind {kind!r}; expected one of {', '.join(KINDS)}.")
@@ -73,9 +86,8 @@ def validate(model: nn.Module, skips: SkipSet, raw: dict | None = None) -> SkipS
     for kind in KINDS:
         given = list(raw.get(kind, getattr(skips, kind)))
         for i in given:
-            if isinstance(i, bool) or not isinstance(i, (int,)) and not (hasattr(i, "__index__")):
-                raise SkipError(f"{kind} index {i!r} is not an integer.")
-            if not 0 <= int(i) < n:
+            i = _index(kind, i)
+            if not 0 <= i < n:
                 raise SkipError(f"{kind} index {i} is out of range: the model has {n} layers (0..{n - 1}).")
         if len(set(int(i) for i in given)) != len(given):
             dup = sorted({int(i) for i in given if [int(j) for j in given].count(int(i)) > 1})
@@ -112,6 +124,8 @@ class EASBlock(nn.Module):
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None,
                 cache=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:
         x = hidden_states
+        if self.skip_attn and cache is not None:
+            count_tokens(cache, self.original_attn_idx, x)
         if self.skip_attn and self.skip_ffn:
             return x if self.layer_adapter is None else x + self.layer_adapter(x)
         parts = arch.layer_parts(self.block)
@@ -136,6 +150,63 @@ class EASBlock(nn.Module):
         return f"layer={self.layer_idx}, skip_attn={self.skip_attn}, skip_ffn={self.skip_ffn}"
 
 
+class _Counting:
+    """Mixed into a transformers cache layer for a skipped attention: `update` records how many tokens
+    went by and stores nothing, so the entry reports the sequence length and mask sizes of a layer of its
+    type (full or sliding-window) while holding zero bytes."""
+
+    def update(self, key_states, value_states, *args, **kwargs):
+        if not self.is_initialized:
+            self.lazy_initialization(key_states[..., :0, :], value_states[..., :0, :])
+        self.cumulative_length += key_states.shape[-2]
+        return key_states, value_states
+
+    def get_seq_length(self) -> int:
+        return self.cumulative_length
+
+    def crop(self, tokens_to_remove: int) -> None:
+        if tokens_to_remove < 0:
+            self.cumulative_length = max(self.cumulative_length + tokens_to_remove, 0)
+
+    # Nothing is stored, so nothing moves with the batch.
+    def reorder_cache(self, beam_idx) -> None: ...
+    def batch_repeat_interleave(self, repeats: int) -> None: ...
+    def batch_select_indices(self, indices) -> None: ...
+
+
+class SkippedFullLayer(_Counting, DynamicLayer):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.cumulative_length = 0
+
+    def get_mask_sizes(self, query_length: int) -> tuple[int, int]:
+        return self.cumulative_length + query_length, 0
+
+
+class SkippedSlidingLayer(_Counting, DynamicSlidingWindowLayer):
+    pass
+
+
+def count_tokens(cache, layer_idx: int, states: torch.Tensor) -> None:
+    """Record the positions of `states` (batch, tokens, ...) in a skipped layer's cache entry, first turning
+    the entry into a counting one of the same type (see the module docstring)."""
+    if getattr(cache, "layer_class_to_replicate", None) is not None:
+        while len(cache.layers) <= layer_idx:  # a cache built without the config grows on demand
+            cache.layers.append(cache.layer_class_to_replicate())
+    layer = cache.layers[layer_idx]
+    if not isinstance(layer, _Counting):
+        if isinstance(layer, DynamicSlidingWindowLayer):
+            layer = SkippedSlidingLayer(sliding_window=layer.sliding_window)
+        elif isinstance(layer, DynamicLayer):
+            layer = SkippedFullLayer()
+        else:
+            raise SkipError(f"{type(cache).__name__} with {type(layer).__name__} entries is not supported with "
+                            "skipped attentions; use a DynamicCache (transformers' default).")
+        cache.layers[layer_idx] = layer
+    empty = states.new_empty((states.shape[0], 1, states.shape[1], 0))
+    layer.update(empty, empty)
+
+
 def eas_blocks(model: nn.Module) -> list[EASBlock]:
     """The model's decoder layers wrapped as EASBlocks (wrapping them on first use)."""
     layers = arch.decoder_layers(model)
@@ -147,18 +218,13 @@ def eas_blocks(model: nn.Module) -> list[EASBlock]:
 
 
 def apply_skips(model: nn.Module, skips: SkipSet) -> SkipSet:
-    """Skip the modules in `skips` (replacing any earlier skip set) and renumber the kept caches."""
+    """Skip the modules in `skips` (replacing any earlier skip set). Every attention keeps its own cache
+    index (see the module docstring: a skipped layer's cache entry only counts tokens)."""
     validate(model, skips)
-    next_cache_idx = 0
     for i, blk in enumerate(eas_blocks(model)):
         blk.skip_attn = skips.attn_skipped(i)
         blk.skip_ffn = skips.ffn_skipped(i)
-        attn = blk.block.self_attn
-        if blk.skip_attn:
-            attn.layer_idx = None  # a skipped attention must never touch the cache
-        else:
-            attn.layer_idx = next_cache_idx
-            next_cache_idx += 1
+        blk.block.self_attn.layer_idx = blk.original_attn_idx
     model._eas_skips = skips
     return skips
 

@@ -123,3 +123,81 @@ def test_llava_text_layers_are_skipped():
     ids = torch.randint(2, 120, (1, 6))
     with torch.no_grad():
         model(input_ids=ids)
+
+
+# Families whose layers differ in attention type: the cache must follow each kept layer's own type.
+MIXED = {
+    "qwen2-max-window": lambda window: Qwen2ForCausalLM(Qwen2Config(
+        **SMALL, use_sliding_window=True, sliding_window=window, max_window_layers=2)),
+    "qwen2-alternating": lambda window: Qwen2ForCausalLM(Qwen2Config(
+        **SMALL, use_sliding_window=True, sliding_window=window,
+        layer_types=["sliding_attention", "full_attention"] * 2)),
+    "mistral-window": lambda window: MistralForCausalLM(MistralConfig(**SMALL, sliding_window=window)),
+}
+
+
+def _mixed(name: str, window: int):
+    torch.manual_seed(0)
+    return MIXED[name](window).eval()
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+@pytest.mark.parametrize("window", [4, 64])
+@pytest.mark.parametrize("mha", [(0,), (1,), (0, 2), (1, 3), (0, 1, 2)])
+def test_mixed_layer_types_cached_equals_uncached(name, window, mha):
+    """Sliding-window and full-attention layers side by side: greedy decoding with and without the cache
+    agree after skipping any MHAs, and the logits of every step agree too."""
+    model = _mixed(name, window)
+    skip.apply_skips(model, SkipSet(mha=mha))
+    ids = torch.randint(2, 128, (2, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :3] = 0  # left padding
+    kw = dict(attention_mask=mask, max_new_tokens=8, do_sample=False, pad_token_id=0, eos_token_id=None,
+              output_logits=True, return_dict_in_generate=True)
+    cached = model.generate(ids, use_cache=True, **kw)
+    uncached = model.generate(ids, use_cache=False, **kw)
+    assert torch.equal(cached.sequences, uncached.sequences)
+    assert torch.allclose(torch.stack(cached.logits), torch.stack(uncached.logits), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", list(MIXED))
+def test_mixed_layer_types_cache_layout_follows_the_layers(name):
+    """Each cache entry has its own layer's type; a skipped layer's entry holds no bytes but still counts
+    the tokens seen, so the cache's length and mask sizes never come from an empty entry."""
+    from transformers import DynamicCache
+
+    model = _mixed(name, 4)
+    skip.apply_skips(model, SkipSet(mha=(0, 2)))
+    with torch.no_grad():
+        out = model(torch.randint(2, 128, (1, 6)), use_cache=True, cache=DynamicCache(config=model.config))
+    cache = out.cache
+    types = getattr(model.config, "layer_types", None) or ["sliding_attention"] * 4  # Mistral: every layer
+    assert cache.is_sliding == [t == "sliding_attention" for t in types]
+    assert [cache.get_seq_length(i) for i in range(4)] == [6] * 4
+    held = [layer.keys.numel() > 0 for layer in cache.layers]
+    assert held == [False, True, False, True]
+
+
+def test_cache_from_a_bare_dynamic_cache_with_layer_zero_skipped():
+    """A DynamicCache built without the config (layers appended on first update) also stays right."""
+    from transformers import DynamicCache
+
+    model = tiny("llama")
+    skip.apply_skips(model, SkipSet(mha=(0, 1)))
+    ids = torch.randint(2, 128, (1, 7))
+    with torch.no_grad():
+        full = model(ids).logits[:, -1]
+        cache = DynamicCache()
+        model(ids[:, :-1], cache=cache, use_cache=True)
+        step = model(ids[:, -1:], cache=cache, use_cache=True).logits[:, -1]
+    assert torch.allclose(full, step, atol=1e-5)
+
+
+def test_skip_set_rejects_non_integer_indices():
+    """SkipSet itself (not only make_skip_set) refuses 1.5, True and '1'; apply_skips never rounds."""
+    for bad in (1.5, True, "1"):
+        with pytest.raises(SkipError, match="not an integer"):
+            SkipSet(mha=(bad,))
+    with pytest.raises(SkipError, match="not an integer"):
+        skip.apply_skips(tiny("llama"), SkipSet(mha=(1.5,)))
+    assert SkipSet(mha=(torch.tensor(2), 1)).mha == (1, 2)

@@ -68,7 +68,7 @@ def test_library_loader_and_skip_only(tmp_path):
     assert type(loaded).__name__ == "EasLlamaForCausalLM" and current_skips(loaded) == SkipSet(mha=(0,), ffn=(3,))
     batch = left_padded()
     assert torch.equal(study_logits(loaded, batch), study_logits(model, batch))
-    # The kept attentions are renumbered: a cache holds exactly 3 layers.
+    # One cache entry per layer; only the 3 kept attentions hold keys and values.
     with torch.no_grad():
         cache = loaded(input_ids=batch.input_ids, attention_mask=batch.attention_mask, use_cache=True).cache
     assert sum(layer.keys is not None and layer.keys.numel() > 0 for layer in cache.layers) == 3
