@@ -42,8 +42,9 @@ from . import arch, io
 from .pia import PIAConfig, attach_pia, detach_pia
 from .pia.config import check_hidden
 from .pia.layer import zero_linear
-from .pia.model import CONFIG_FILE, WEIGHTS_FILE, check_saved_shape, read_adapter_config
-from .skip import SkipSet, apply_skips, eas_blocks
+from .pia.model import (CONFIG_FILE, WEIGHTS_FILE, check_saved_shape, check_tensor_shapes,
+                        read_adapter_config, read_saved_tensors)
+from .skip import EASBlock, SkipSet, apply_skips, eas_blocks, remove_eas
 
 FORMAT_VERSION = 1
 LORA_ADAPTER_NAME = "default"
@@ -566,25 +567,59 @@ def save(model: nn.Module, path: str | Path, extra: dict | None = None) -> Path:
     return path
 
 
+CONFIG_KEYS = ("method", "config", "num_layers", "hidden_size")  # what `load` reads from a baseline config
+
+
 def read_config(path: str | Path) -> dict:
-    meta = read_adapter_config(path, what="baseline")
+    meta = read_adapter_config(path, what="baseline", error=BaselineError)
     file = Path(path) / CONFIG_FILE
     if "method" not in meta:
         raise BaselineError(f"{file} is not a baseline checkpoint (no 'method'); a PIA checkpoint loads "
                             "with eas.pia.load_adapters.")
+    missing = [k for k in CONFIG_KEYS if k not in meta]
+    if missing:
+        raise BaselineError(f"{file} lacks {missing}: not a baseline checkpoint config (expected the keys "
+                            f"{', '.join(CONFIG_KEYS)}).")
     return meta
 
 
 def load(model: nn.Module, path: str | Path) -> list[nn.Module]:
-    """Attach the saved method with its saved config to `model` (a fresh base) and load the weights strictly."""
-    from safetensors.torch import load_file
+    """Attach the saved method with its saved config to `model` (a fresh base) and load the weights strictly.
 
+    The config, the method's options and the whole weights file are read and checked before the model is
+    touched: a damaged checkpoint raises BaselineError naming its file and leaves the model as it was.
+    The tensors' names and shapes can only be compared once the method is attached; a checkpoint whose
+    weights do not fit its own config is detached again (the model's requires_grad flags, skip set and
+    decoder layers restored), which gives back the model as it was if it had no method attached (a fresh base)."""
+    path = Path(path)
     meta = read_config(path)
     check_saved_shape(model, meta, path, BaselineError)
-    method = get_method(meta["method"])
-    modules = method.attach(model, method.config_cls.from_dict(meta["config"]))
-    stored = load_file(str(Path(path) / WEIGHTS_FILE))
-    io.copy_tensors_into(trainable_parameters(model), stored, path, BaselineError)
+    try:
+        method = get_method(meta["method"])
+        if not isinstance(meta["config"], dict):
+            raise BaselineError(f"'config' must be a JSON object, got {meta['config']!r}")
+        config = method.config_cls.from_dict(meta["config"])
+    except (TypeError, ValueError) as err:  # BaselineError, PIAConfigError, a bad value
+        raise BaselineError(f"{path / CONFIG_FILE} holds an invalid method or options: {err}") from None
+    stored = read_saved_tensors(path, what="baseline", error=BaselineError)
+
+    grads = [(p, p.requires_grad) for p in model.parameters()]
+    skips = getattr(model, "_eas_skips", None)
+    wrapped = any(isinstance(layer, EASBlock) for layer in arch.decoder_layers(model))
+    modules = method.attach(model, config)
+    own = trainable_parameters(model)
+    try:
+        check_tensor_shapes({k: tuple(p.shape) for k, p in own.items()}, stored, path / WEIGHTS_FILE, BaselineError)
+    except BaselineError:
+        detach(model)
+        if not wrapped:
+            remove_eas(model)  # the plain decoder layers back, as the model came
+        elif skips is not None:
+            apply_skips(model, skips)
+        for p, flag in grads:
+            p.requires_grad_(flag)
+        raise
+    io.copy_tensors_into(own, stored, path, BaselineError)
     return modules
 
 

@@ -195,6 +195,97 @@ def build_spec(parser: argparse.ArgumentParser, fields: dict) -> ExperimentSpec:
         spec_error(parser, err)
 
 
+# GGUF value types (https://github.com/ggerganov/ggml/blob/master/docs/gguf.md): fixed sizes, 8 string, 9 array
+_GGUF_SIZES = {0: 1, 1: 1, 2: 2, 3: 2, 4: 4, 5: 4, 6: 4, 7: 1, 10: 8, 11: 8, 12: 8}
+
+
+def gguf_block_count(file: Path) -> int | None:
+    """`{arch}.block_count` from a GGUF file's header (its metadata comes first: a few KB are read), or None."""
+    import struct
+
+    def read(fmt):
+        return struct.unpack("<" + fmt, fh.read(struct.calcsize("<" + fmt)))[0]
+
+    def skip(kind):
+        if kind == 8:
+            fh.seek(read("Q"), 1)
+        elif kind == 9:
+            item, count = read("I"), read("Q")
+            if item in _GGUF_SIZES:
+                fh.seek(_GGUF_SIZES[item] * count, 1)
+            else:
+                for _ in range(count):
+                    skip(item)
+        else:
+            fh.seek(_GGUF_SIZES[kind], 1)
+
+    with open(file, "rb") as fh:
+        if fh.read(4) != b"GGUF" or read("I") < 2:
+            return None
+        _, n_kv = read("Q"), read("Q")
+        for _ in range(n_kv):
+            key = fh.read(read("Q")).decode("utf-8", "replace")
+            kind = read("I")
+            if key.endswith(".block_count") and kind in (4, 5, 10, 11):
+                return int(read({4: "I", 5: "i", 10: "Q", 11: "q"}[kind]))
+            skip(kind)
+    return None
+
+
+def model_layer_count(name: str) -> int | None:
+    """The decoder depth of model `name` read without building it (nor its data): k's upper bound is then
+    checked before a command does any work or writes anything. None where it cannot be read cheaply (a hub
+    id not in the local cache): that k is checked once the model is built, as before."""
+    import inspect
+
+    from .mini_llava import GGUF_FILE, smollm2_package_dir, tiny_language_model
+
+    try:
+        if name == "tiny":  # eas.models builds it with tiny_language_model's default depth
+            return int(inspect.signature(tiny_language_model).parameters["layers"].default)
+        if name == "mini-llava":
+            return gguf_block_count(smollm2_package_dir() / GGUF_FILE)
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(name, local_files_only=True)
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        return int(text.num_hidden_layers)
+    except Exception:  # unreadable here: the check after the model is built still applies
+        return None
+
+
+def check_sizes(task: str, sizes: dict) -> None:
+    """eas.data.build_task's checks of `sizes`, before anything is built (a dataset folder is made first)."""
+    from .data import task_module
+
+    module = task_module(task)
+    options = getattr(module, "BUILD_OPTIONS", ())
+    unknown = set(sizes) - set(module.DEFAULT_SIZES) - set(options)
+    if unknown:
+        raise ValueError(f"unknown sizes {sorted(unknown)} for task {task!r}; it takes {sorted(module.DEFAULT_SIZES)}"
+                         + (f" and optionally {sorted(options)}" if options else ""))
+    full = {**module.DEFAULT_SIZES, **sizes}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in full.values()):
+        raise ValueError(f"sizes must be positive integers, got {full}")
+    if hasattr(module, "check_options"):
+        module.check_options(full)
+
+
+def check_before_work(parser: argparse.ArgumentParser, spec: ExperimentSpec) -> None:
+    """What a spec alone cannot say but can be checked before any work or write: the dataset sizes and k
+    against the model's depth. Exits 2 naming the flag, with no run directory or dataset made."""
+    try:
+        check_sizes(spec.task, spec.sizes)
+    except ValueError as err:
+        parser.error(f"argument --sizes: {err}")
+    n_layers = model_layer_count(spec.model)
+    if n_layers is not None:
+        try:
+            experiments.check_k_for(spec, n_layers)
+        except ExperimentError as err:
+            spec_error(parser, err)
+
+
 def spec_of_run(parser: argparse.ArgumentParser, run: str) -> ExperimentSpec:
     """The spec stored in a run directory, given as a path or as the key under data/results/runs/."""
     path = Path(run)
@@ -255,6 +346,7 @@ def cmd_search(parser, args) -> int:
         parser.error(f"argument --method: the bandit searches with adapters: expected one of "
                      f"{', '.join(SEARCH_METHODS)}, got {fields['method']!r}")
     spec = build_spec(parser, fields)
+    check_before_work(parser, spec)
     run_dir = spec.run_dir()
     path = run_dir / "selection.json"
     if path.exists():
@@ -288,6 +380,7 @@ def search(spec: ExperimentSpec, parser, progress: bool) -> dict:
 
 def cmd_finetune(parser, args) -> int:
     spec = build_spec(parser, _spec_fields(args))
+    check_before_work(parser, spec)
     run_dir = spec.run_dir()
     if (run_dir / experiments.ROW_FILE).exists():
         note(f"finished run {spec.key()} found: its stored row, nothing recomputed")
@@ -295,7 +388,7 @@ def cmd_finetune(parser, args) -> int:
         note(f"running in {run_dir} (an interrupted run resumes from its last checkpoint)")
     try:
         row = experiments.run_experiment(spec, progress=not args.no_progress)
-    except ExperimentError as err:  # k beyond the model's layers: known only once the model is built
+    except ExperimentError as err:  # k beyond a model whose depth check_before_work could not read
         spec_error(parser, err)
     emit(args, {"run_dir": str(run_dir), **row}, row_table(run_dir, row))
     return 0

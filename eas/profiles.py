@@ -241,12 +241,14 @@ def notebook_params(notebook: str, namespace: dict):
     return params
 
 
-def profile_values(profile: str, notebook: str) -> dict:
-    """The values a profile sets for a notebook, checked against the notebook's parameters."""
+def profile_values(profile: str, notebook: str, directory: str | Path | None = None) -> dict:
+    """The values a profile sets for a notebook, checked against the notebook's parameters.
+    `directory` holds the profile files (default: PROFILE_DIR, notebooks/profiles/)."""
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}.")
-    path = PROFILE_DIR / f"{profile}.yaml"
-    values = _profile_section(profile, notebook)
+    directory = Path(directory) if directory is not None else PROFILE_DIR
+    path = directory / f"{profile}.yaml"
+    values = _profile_section(profile, notebook, directory)
     cls = NOTEBOOK_PARAMS.get(notebook)
     if cls is not None:
         known = {f.name for f in fields(cls)}
@@ -259,17 +261,54 @@ def profile_values(profile: str, notebook: str) -> dict:
     return values
 
 
-def _profile_section(profile: str, notebook: str, seen: tuple = ()) -> dict:
-    """A profile's values for one notebook, following `extends:` (the extended profile's values first)."""
+EXTENDS = "extends"  # the one top-level key of a profile file that is not a section
+
+
+def profile_sections() -> tuple[str, ...]:
+    """The section names a profile file may hold: the notebooks' (notebooks/NN_*.ipynb) and every name with
+    parameters (NOTEBOOK_PARAMS: the chapters and the benchmark suites `bench`, `latency`)."""
+    from .notebooks import notebook_names  # eas.notebooks imports this module
+
+    return tuple(sorted(set(NOTEBOOK_PARAMS) | set(notebook_names())))
+
+
+def read_profile(path: Path) -> dict:
+    """A profile file's top-level mapping, every key checked: `extends` or a known section (a mapping) each.
+    A misspelt key would otherwise be ignored, leaving a chapter on its defaults."""
+    import difflib
+
     import yaml
 
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ParameterError(f"{path} is not valid YAML: {err}") from None
+    data = {} if data is None else data
+    if not isinstance(data, dict):
+        raise ParameterError(f"{path} holds a {type(data).__name__}; expected a mapping of `{EXTENDS}` and "
+                             f"notebook sections.")
+    valid = (EXTENDS, *profile_sections())
+    for key, section in data.items():
+        if key not in valid:
+            close = difflib.get_close_matches(str(key), valid, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ParameterError(f"{path} has an unknown top-level key {key!r}{hint}; expected `{EXTENDS}` or "
+                                 f"a section among {', '.join(profile_sections())}.")
+        if key != EXTENDS and section is not None and not isinstance(section, dict):
+            raise ParameterError(f"{path}: section {key!r} holds {section!r}; expected a mapping of parameter "
+                                 "names to values.")
+    return data
+
+
+def _profile_section(profile: str, notebook: str, directory: Path = PROFILE_DIR, seen: tuple = ()) -> dict:
+    """A profile's values for one notebook, following `extends:` (the extended profile's values first)."""
     if profile in seen:
         raise ParameterError(f"profiles extend each other in a cycle: {' -> '.join([*seen, profile])}.")
     if profile not in PROFILES:
         raise ParameterError(f"profile {seen[-1]!r} extends unknown profile {profile!r}.")
-    data = yaml.safe_load((PROFILE_DIR / f"{profile}.yaml").read_text()) or {}
-    parent = data.pop("extends", None)
-    values = _profile_section(parent, notebook, (*seen, profile)) if parent else {}
+    data = read_profile(directory / f"{profile}.yaml")
+    parent = data.pop(EXTENDS, None)
+    values = _profile_section(parent, notebook, directory, (*seen, profile)) if parent else {}
     return {**values, **dict(data.get(notebook) or {})}
 
 

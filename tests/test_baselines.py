@@ -260,6 +260,50 @@ def test_save_load_reproduces_outputs(tokenizer, tmp_path, name):
     assert baselines.read_config(tmp_path / name)["method"] == name
 
 
+def _base_state(model):
+    from eas.skip import current_skips
+
+    return (baselines.attached(model), current_skips(model), [p.requires_grad for p in model.parameters()],
+            {k: v.clone() for k, v in model.state_dict().items()})
+
+
+@pytest.mark.parametrize("name", ["lora", "das", "eas"])
+@pytest.mark.parametrize("damage, file, message", [
+    ("truncate", "adapter_model.safetensors", "is not a readable safetensors file"),
+    ("json", "adapter_config.json", "is not valid JSON"),
+    ("mismatch", "adapter_model.safetensors", "does not match"),
+])
+def test_a_failed_load_names_the_file_and_leaves_the_base(tokenizer, tmp_path, name, damage, file, message):
+    """Issue 20.2: baselines.load reads the whole checkpoint before it attaches anything."""
+    import json
+
+    model = tiny_llava(tokenizer)
+    attach(model, name, SMALL[name])
+    randomise(model, scale=0.1, seed=5)
+    ckpt = baselines.save(model, tmp_path / name)
+    weights, config = ckpt / "adapter_model.safetensors", ckpt / "adapter_config.json"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "json":
+        config.write_text(config.read_text()[:-20])
+    else:  # a readable checkpoint whose weights do not fit its own config
+        meta = json.loads(config.read_text())
+        key = {"lora": "r", "das": "layer_hidden", "eas": "pia"}[name]
+        meta["config"][key] = {**meta["config"]["pia"], "skip_hidden": 16} if name == "eas" else 16
+        config.write_text(json.dumps(meta))
+
+    fresh = tiny_llava(tokenizer)
+    batch = make_batch()
+    want, before = logits(fresh, batch), _base_state(fresh)
+    with pytest.raises(BaselineError, match=message) as err:
+        baselines.load(fresh, ckpt)
+    assert str(ckpt / file) in str(err.value)
+    after = _base_state(fresh)
+    assert after[:3] == before[:3] and after[3].keys() == before[3].keys()
+    assert all(torch.equal(after[3][k], before[3][k]) for k in before[3])
+    assert torch.equal(logits(fresh, batch), want)
+
+
 def test_load_checks_shape(tokenizer, tmp_path):
     model = tiny_llava(tokenizer)
     attach_adapter(model, AdapterConfig(hidden=8))

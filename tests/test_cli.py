@@ -100,6 +100,35 @@ def test_k_beyond_the_model_is_exit_2(data_root):
     assert code == 2 and "argument --k: k=9 is out of range for kind 'mha' on a 4-layer model: allowed 1..3" in err
 
 
+def tree(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")} if root.exists() else set()
+
+
+@pytest.mark.parametrize("argv, message", [
+    ([*FINETUNE[:-4], "--k", "99", "--selector", "last"],
+     "argument --k: k=99 is out of range for kind 'mha' on a 4-layer model: allowed 1..3"),
+    (["search", *TINY, "--k", "99", *BANDIT], "argument --k: k=99 is out of range for kind 'mha' on a 4-layer"),
+    ([*FINETUNE[:-4], "--k", "40", "--selector", "last", "--model", "mini-llava"],
+     "argument --k: k=40 is out of range for kind 'mha' on a 30-layer model: allowed 1..29"),
+    ([*FINETUNE, "--sizes", '{"trian": 24, "val": 8, "test": 8}'],
+     "argument --sizes: unknown sizes ['trian'] for task 'scienceqa'"),
+    ([*FINETUNE, "--sizes", '{"train": 0}'], "argument --sizes: sizes must be positive integers"),
+    ([*FINETUNE, "--sizes", '{"heldout_templates": 9}'], "argument --sizes: heldout_templates=9"),
+])
+def test_bad_values_found_before_any_work_or_write(argv, message, data_root, monkeypatch):
+    """Issue 20.4b: `finetune --k 99` built the dataset and wrote spec.json before exiting 2."""
+    def forbidden(*a, **k):
+        raise AssertionError("work was done before the flags were checked")
+
+    for name in ("load_data", "build_model", "run_experiment", "select_skips"):
+        monkeypatch.setattr(experiments, name, forbidden)
+    monkeypatch.setattr(experiments.runs, "prepare_task", forbidden)
+    before = tree(data_root)
+    code, out, err = cli(*argv)
+    assert code == 2 and message in err and out == "", err
+    assert tree(data_root) == before  # no run directory, no spec.json, no dataset folder
+
+
 # ----------------------------------------------------------------------------- runs on the tiny model
 
 def test_finetune_prints_its_row_then_reads_it_back(finished, monkeypatch):

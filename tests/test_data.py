@@ -227,6 +227,18 @@ def test_problem_missing_fields(tmp_path):
         load_task("scienceqa", "train", root)
 
 
+@pytest.mark.parametrize("choices", ["catdog", ["cat"], [], ["cat", 3], {"A": "cat", "B": "dog"}, None])
+def test_problem_choices_must_be_a_list_of_strings(tmp_path, choices):
+    """Issue 20.4a: a string was read letter by letter ("catdog": six one-letter options)."""
+    root = copy_fixture("scienceqa", tmp_path)
+    problems = json.loads((root / "problems.json").read_text())
+    problems["7"]["choices"], problems["7"]["answer"] = choices, 0
+    (root / "problems.json").write_text(json.dumps(problems))
+    with pytest.raises(DatasetError, match=r"problem 7 in .*problems.json: choices .* is not a list of at least "
+                                           r"two strings"):
+        load_task("scienceqa", "train", root)
+
+
 def test_pid_without_problem(tmp_path):
     root = copy_fixture("scienceqa", tmp_path)
     (root / "pid_splits.json").write_text(json.dumps({"train": ["7", "999"], "val": [], "test": []}))

@@ -279,6 +279,87 @@ def test_load_onto_a_different_model_fails(tokenizer, tmp_path):
         load_adapters(other, tmp_path / "ckpt")
 
 
+def _snapshot(model):
+    """What a failed load must leave alone: the skip set, the adapter objects, their weights, the outputs."""
+    from eas.pia import named_adapters
+    from eas.skip import current_skips
+
+    _, tf, _ = make_batches()
+    return (current_skips(model), {k: id(v) for k, v in named_adapters(model).items()},
+            {k: v.clone() for k, v in adapter_state_dict(model).items()},
+            teacher_forced_logits(model, tf, ANSWER_LEN))
+
+
+def _assert_unchanged(model, before):
+    skips, ids, state, logits = before
+    after = _snapshot(model)
+    assert after[0] == skips and after[1] == ids
+    assert state.keys() == after[2].keys() and all(torch.equal(state[k], after[2][k]) for k in state)
+    assert torch.equal(after[3], logits)
+
+
+def _damage_weights(ckpt):
+    f = ckpt / "adapter_model.safetensors"
+    f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])
+
+
+def _damage_config(ckpt):
+    f = ckpt / "adapter_config.json"
+    f.write_text(f.read_text()[:-20])
+
+
+def _config_lacks_skips(ckpt):
+    f = ckpt / "adapter_config.json"
+    meta = json.loads(f.read_text())
+    del meta["skips"]
+    f.write_text(json.dumps(meta))
+
+
+def _config_disagrees_with_weights(ckpt):  # another skip set: other adapters than the file holds
+    f = ckpt / "adapter_config.json"
+    meta = json.loads(f.read_text())
+    meta["skips"]["mha"] = [1]
+    f.write_text(json.dumps(meta))
+
+
+def _weights_of_another_size(ckpt):  # same names, another hidden size
+    f = ckpt / "adapter_config.json"
+    meta = json.loads(f.read_text())
+    meta["pia"]["skip_hidden"] = 16
+    f.write_text(json.dumps(meta))
+
+
+@pytest.mark.parametrize("damage, file, message", [
+    (_damage_weights, "adapter_model.safetensors", "is not a readable safetensors file"),
+    (_damage_config, "adapter_config.json", "is not valid JSON"),
+    (_config_lacks_skips, "adapter_config.json", r"lacks \['skips'\]"),
+    (_config_disagrees_with_weights, "adapter_model.safetensors", "does not match the adapters its config describes"),
+    (_weights_of_another_size, "adapter_model.safetensors", "wrong shapes"),
+])
+def test_a_failed_load_names_the_file_and_changes_nothing(tokenizer, tmp_path, damage, file, message):
+    """Issue 20.2: load_adapters reads and checks everything before it touches the model."""
+    source = tiny_llava(tokenizer)
+    attach_pia(source, SkipSet(mha=(0, 2)), PIAConfig(skip_hidden=8, adapt_hidden=4, tau=3.0))
+    randomise(source)
+    ckpt = save_adapters(source, tmp_path / "ckpt")
+    damage(ckpt)
+
+    model = tiny_llava(tokenizer)  # a model with its own skips and trained adapters
+    attach_pia(model, SkipSet(mha=(3,)), CFG)
+    randomise(model, seed=7)
+    before = _snapshot(model)
+    with pytest.raises(PIAError, match=message) as err:
+        load_adapters(model, ckpt)
+    assert str(ckpt / file) in str(err.value)
+    _assert_unchanged(model, before)
+
+    fresh = tiny_llava(tokenizer)  # a fresh base stays a plain base
+    before = _snapshot(fresh)
+    with pytest.raises(PIAError, match=message):
+        load_adapters(fresh, ckpt)
+    _assert_unchanged(fresh, before)
+
+
 # ----------------------------------------------------------------------------- other families
 
 def tiny_hf(kind: str):

@@ -117,3 +117,62 @@ def test_bad_table3_parameters_are_named(override, message):
     values = {**profile_values("cpu-full", "07_methods"), **override}  # cpu-full runs Table 3's AID columns
     with pytest.raises(ParameterError, match=message):
         notebook_params("07_methods", values)
+
+
+# ----------------------------------------------------------------------------- misspelt keys (issue 20.3)
+
+def profile_copy(tmp_path, **edits):
+    """The real profile files in a temporary directory; `edits` maps a profile to (old, new) replacements."""
+    import shutil
+
+    from eas.profiles import PROFILE_DIR
+
+    folder = tmp_path / "profiles"
+    shutil.copytree(PROFILE_DIR, folder)
+    for profile, (old, new) in edits.items():
+        path = folder / f"{profile.replace('_', '-')}.yaml"
+        text = path.read_text()
+        assert old in text
+        path.write_text(text.replace(old, new, 1))
+    return folder
+
+
+def test_a_profile_directory_gives_the_same_values(tmp_path):
+    folder = profile_copy(tmp_path)
+    from eas.notebooks import notebook_names
+
+    for profile in PROFILES:
+        for name in [*notebook_names(), "bench", "latency"]:
+            assert profile_values(profile, name, folder) == profile_values(profile, name)
+
+
+@pytest.mark.parametrize("profile, old, new, bad", [
+    ("smoke", "\n01_base_model:", "\n01_base_modle:", "01_base_modle"),
+    ("cpu_full", "\nextends: cpu", "\nextend: cpu", "extend"),
+    ("gpu", "\n07_methods:", "\nmethods:", "methods"),
+])
+def test_unknown_top_level_keys_are_errors(tmp_path, profile, old, new, bad):
+    """A misspelt section ran its chapter on defaults; `extend:` dropped every inherited key."""
+    folder = profile_copy(tmp_path, **{profile: (old, new)})
+    path = folder / f"{profile.replace('_', '-')}.yaml"
+    for notebook in ("01_base_model", "02_redundancy"):  # whichever section is asked for
+        with pytest.raises(ParameterError, match=f"unknown top-level key '{bad}'") as err:
+            profile_values(profile.replace("_", "-"), notebook, folder)
+        message = str(err.value)
+        assert str(path) in message and "`extends`" in message
+        assert all(s in message for s in ("01_base_model", "07_methods", "bench", "latency"))
+
+
+def test_a_misspelt_section_suggests_the_right_one(tmp_path):
+    folder = profile_copy(tmp_path, smoke=("\n01_base_model:", "\n01_base_modle:"))
+    with pytest.raises(ParameterError, match="did you mean '01_base_model'"):
+        profile_values("smoke", "01_base_model", folder)
+    folder = profile_copy(tmp_path / "b", cpu_full=("\nextends: cpu", "\nextend: cpu"))
+    with pytest.raises(ParameterError, match="did you mean 'extends'"):
+        profile_values("cpu-full", "02_redundancy", folder)
+
+
+def test_a_section_must_be_a_mapping(tmp_path):
+    folder = profile_copy(tmp_path, smoke=("\n01_base_model:", "\n01_base_model: 3\nold_01:"))
+    with pytest.raises(ParameterError, match="section '01_base_model' holds 3; expected a mapping"):
+        profile_values("smoke", "01_base_model", folder)

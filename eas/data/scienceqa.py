@@ -96,7 +96,11 @@ def to_example(root: Path, pid: str, problem: dict, split: str, train_templates:
     missing = [f for f in REQUIRED_FIELDS if f not in problem]
     if missing:
         raise DatasetError(f"problem {pid} in {problems_file} lacks fields {missing}; expected layout: {LAYOUT}")
-    choices = [str(c) for c in problem["choices"]]
+    choices = problem["choices"]
+    if not isinstance(choices, list) or len(choices) < 2 or not all(isinstance(c, str) for c in choices):
+        # a string would otherwise be read character by character: "catdog" as six one-letter options
+        raise DatasetError(f"problem {pid} in {problems_file}: choices {choices!r} is not a list of at least two "
+                           f"strings (the options); expected layout: {LAYOUT}")
     answer = problem["answer"]
     if not (2 <= len(choices) and isinstance(answer, int) and 0 <= answer < len(choices)):
         raise DatasetError(f"problem {pid} in {problems_file}: answer {answer!r} is not an index into {choices}")

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .. import arch, io
-from ..skip import SkipSet, apply_skips, current_skips, eas_blocks
+from ..skip import SkipSet, apply_skips, current_skips, eas_blocks, validate
 from .config import PIAConfig
 from .layer import AdaptPIA, PIAError, SkipPIA
 
@@ -63,15 +63,29 @@ def attach_pia(model: nn.Module, skips: SkipSet, config: PIAConfig) -> list[nn.M
     detach_pia(model)
     model.requires_grad_(False)
     adapters = []
-    for i, blk in enumerate(eas_blocks(model)):
-        if blk.skip_attn and not blk.skip_ffn:
+    for i, slot in pia_layout(skips, config, arch.num_layers(model)):
+        if slot == "ffn_adapter":
             adapters.append(attach_skip_pia(model, i, config))
-        elif not blk.skip_attn and config.adapt_hidden is not None:
+        else:
             adapters.append(attach_adapt_pia(model, i, config.adapt_hidden))
     for a in adapters:
         a.requires_grad_(True)
     model._eas_pia_config = config
     return adapters
+
+
+def pia_layout(skips: SkipSet, config: PIAConfig, n_layers: int) -> list[tuple[int, str]]:
+    """(layer, slot) of every PIA `attach_pia` puts on an `n_layers`-layer model: "ffn_adapter" (a
+    skip-replacing PIA) where the MHA alone is skipped, "attn_adapter" (an adaptation PIA) in front of
+    every kept MHA unless adapt_hidden is None."""
+    out = []
+    for i in range(n_layers):
+        attn, ffn = skips.attn_skipped(i), skips.ffn_skipped(i)
+        if attn and not ffn:
+            out.append((i, "ffn_adapter"))
+        elif not attn and config.adapt_hidden is not None:
+            out.append((i, "attn_adapter"))
+    return out
 
 
 def detach_pia(model: nn.Module) -> None:
@@ -153,12 +167,45 @@ def save_adapters(model: nn.Module, path: str | Path, extra: dict | None = None)
     return path
 
 
-def read_adapter_config(path: str | Path, what: str = "PIA") -> dict:
-    """The JSON config of an adapter checkpoint folder (PIA or baseline: they share the layout)."""
+CONFIG_KEYS = ("num_layers", "hidden_size", "pia", "skips")  # what load_adapters reads from a PIA config
+
+
+def read_adapter_config(path: str | Path, what: str = "PIA", error: type[Exception] = PIAError,
+                        required: tuple[str, ...] = ()) -> dict:
+    """The JSON config of an adapter checkpoint folder (PIA or baseline: they share the layout): a JSON
+    object holding at least the keys `required`. A missing file is FileNotFoundError; a file that is not
+    such an object is `error`, naming the file."""
     file = Path(path) / CONFIG_FILE
     if not file.is_file():
         raise FileNotFoundError(f"{file} does not exist: not a {what} checkpoint folder.")
-    return json.loads(file.read_text())
+    try:
+        meta = json.loads(file.read_text())
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+        raise error(f"{file} is not valid JSON ({err}): a {what} checkpoint's config is a JSON object "
+                    "(the file is damaged: save the checkpoint again).") from None
+    if not isinstance(meta, dict):
+        raise error(f"{file} holds a JSON {type(meta).__name__}; expected a {what} checkpoint's config, "
+                    f"a JSON object with {', '.join(required) or 'its options'}.")
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise error(f"{file} lacks {missing}: not a {what} checkpoint config (expected the keys "
+                    f"{', '.join(required)}).")
+    return meta
+
+
+def read_saved_tensors(path: str | Path, what: str = "PIA", error: type[Exception] = PIAError) -> dict:
+    """Every tensor of a checkpoint folder's weights file, or `error` naming the file (missing, truncated,
+    not safetensors). Reads the whole file: a load checks it all before changing a model."""
+    from safetensors.torch import load_file
+
+    file = Path(path) / WEIGHTS_FILE
+    if not file.is_file():
+        raise error(f"{file} does not exist: the {what} checkpoint's weights are missing.")
+    try:
+        return load_file(str(file))
+    except Exception as err:  # safetensors raises its own error types for truncated or garbled files
+        raise error(f"{file} is not a readable safetensors file ({err}): the {what} checkpoint's weights "
+                    "are damaged (save the checkpoint again).") from None
 
 
 def check_saved_shape(model: nn.Module, meta: dict, path, error=PIAError) -> None:
@@ -169,14 +216,57 @@ def check_saved_shape(model: nn.Module, meta: dict, path, error=PIAError) -> Non
             raise error(f"checkpoint {path} was saved for {key}={meta[key]}, this model has {key}={value}.")
 
 
-def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
-    """Skip the saved skip set, attach PIAs with the saved options and load their weights (strictly)."""
-    from safetensors.torch import load_file
+def check_tensor_shapes(expected: dict[str, tuple], stored: dict, file, error: type[Exception] = PIAError,
+                        optional: dict[str, tuple] | None = None) -> None:
+    """`stored` (name -> tensor) holds exactly the tensors `expected` (name -> shape), plus any of
+    `optional`, each of its shape; else `error` naming the file, the missing, unexpected and misshapen ones."""
+    optional = optional or {}
+    missing = sorted(set(expected) - set(stored))
+    unexpected = sorted(set(stored) - set(expected) - set(optional))
+    shapes = {**optional, **expected}
+    wrong = [f"{k} {tuple(stored[k].shape)} (expected {shapes[k]})" for k in sorted(set(stored) & set(shapes))
+             if tuple(stored[k].shape) != tuple(shapes[k])]
+    if missing or unexpected or wrong:
+        raise error(f"{file} does not match the adapters its config describes: missing {missing}, "
+                    f"unexpected {unexpected}, wrong shapes {wrong}.")
 
-    meta = read_adapter_config(path)
+
+def _expected_adapter_shapes(hidden_size: int, skips: SkipSet, config: PIAConfig, n_layers: int):
+    """name -> shape of every tensor `attach_pia` gives a model (adapters built on the meta device, so
+    nothing is allocated), and the optional ones (a calibrated static router's weights)."""
+    expected, optional = {}, {}
+    for i, slot in pia_layout(skips, config, n_layers):
+        adapter = SkipPIA(hidden_size, config, device="meta") if slot == "ffn_adapter" else \
+            AdaptPIA(hidden_size, config.adapt_hidden, device="meta")
+        expected.update({f"layers.{i}.{slot}.{k}": tuple(v.shape) for k, v in adapter.state_dict().items()})
+        if slot == "ffn_adapter":
+            optional[f"layers.{i}.{slot}.static_alpha"] = (2,)
+    return expected, optional
+
+
+def load_adapters(model: nn.Module, path: str | Path) -> list[nn.Module]:
+    """Skip the saved skip set, attach PIAs with the saved options and load their weights (strictly).
+
+    Atomic: the config, the skip set, the PIA options and every tensor of the weights file (names and
+    shapes against the adapters the config describes) are read and checked before the model is touched,
+    so a damaged or mismatched checkpoint raises PIAError naming its file and leaves the model as it was."""
+    path = Path(path)
+    file = path / CONFIG_FILE
+    meta = read_adapter_config(path, required=CONFIG_KEYS)
     check_saved_shape(model, meta, path)
-    adapters = attach_pia(model, SkipSet(**meta["skips"]), PIAConfig.from_dict(meta["pia"]))
-    state = load_file(str(Path(path) / WEIGHTS_FILE))
+    try:
+        if not isinstance(meta["skips"], dict) or not isinstance(meta["pia"], dict):
+            raise ValueError("'skips' and 'pia' must be JSON objects")
+        skips = validate(model, SkipSet(**meta["skips"]), raw=meta["skips"])
+        config = PIAConfig.from_dict(meta["pia"])
+    except (TypeError, ValueError) as err:  # SkipError, PIAConfigError, a bad index
+        raise PIAError(f"{file} holds an invalid skip set or PIA options: {err}") from None
+    state = read_saved_tensors(path)
+    expected, optional = _expected_adapter_shapes(meta["hidden_size"], skips, config, meta["num_layers"])
+    check_tensor_shapes(expected, state, path / WEIGHTS_FILE, PIAError, optional)
+
+    # Everything is read and checked: only now is the model changed.
+    adapters = attach_pia(model, skips, config)
     for name, adapter in named_adapters(model).items():
         if f"{name}.static_alpha" in state:  # a calibrated task-level router: give the buffer a slot
             adapter.static_alpha = torch.zeros(2, dtype=adapter.down1.weight.dtype, device=adapter.down1.weight.device)
