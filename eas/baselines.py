@@ -44,7 +44,7 @@ from .pia.config import check_hidden
 from .pia.layer import zero_linear
 from .pia.model import (CONFIG_FILE, WEIGHTS_FILE, check_saved_shape, check_tensor_shapes,
                         read_adapter_config, read_saved_tensors)
-from .skip import EASBlock, SkipSet, apply_skips, eas_blocks, remove_eas
+from .skip import EASBlock, SkipSet, apply_skips, count_tokens, eas_blocks, remove_eas
 
 FORMAT_VERSION = 1
 LORA_ADAPTER_NAME = "default"
@@ -395,7 +395,8 @@ def _prefix_pre_hook(prefix_len: int):
             batch = inputs.shape[0]
             cache = cache if cache is not None else DynamicCache(config=text_model.config)
             for i, blk in enumerate(text_model.layers):
-                if blk.skip_attn:
+                if blk.skip_attn:  # its entry counts the prefix's positions too, holding nothing
+                    count_tokens(cache, blk.original_attn_idx, text_model.norm.weight.new_empty(batch, prefix_len))
                     continue
                 prefix = getattr(blk, "mam_prefix", None)
                 if prefix is None:

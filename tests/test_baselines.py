@@ -211,7 +211,7 @@ def test_mam_prefix_with_skipped_attention(tokenizer):
     apply_skips(model, SkipSet(mha=(0,)))
     attach_mam(model, MAMConfig(hidden=8, prefix_len=2))  # MAM attaches to an unskipped model
     randomise(model, scale=0.5, seed=2)
-    apply_skips(model, SkipSet(mha=(0,)))  # layer 0's prefix sits unused; the cache renumbering holds
+    apply_skips(model, SkipSet(mha=(0,)))  # layer 0's prefix sits unused; its cache entry counts the prefix
     assert_cached_equals_uncached(model, make_batch())
 
 
