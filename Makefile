@@ -54,7 +54,7 @@ test-fast: venv
 	$(PY) -m pytest -q -m "not integration and not notebooks"
 
 notebooks: venv
-	$(PY) -m eas.notebooks --profile $(PROFILE) $(NB)
+	$(PY) -m eas.study.notebooks --profile $(PROFILE) $(NB)
 
 book: notebooks
 	$(VENV)/bin/jupyter-book build book/
@@ -64,7 +64,7 @@ lab: venv
 	$(VENV)/bin/jupyter lab notebooks/
 
 bench: venv
-	$(PY) -m eas.bench --profile $(PROFILE) --suite $(SUITE)
+	$(PY) -m eas.study.bench --profile $(PROFILE) --suite $(SUITE)
 
 clean:
 	rm -rf book/_build book/notebooks

@@ -1,44 +1,35 @@
 """EAS: Effective Attention Skipping for multimodal LLMs, as a small library.
 
-Modules, each doing one thing:
-    io          where data and caches live; atomic writes
-    arch        the one place that knows model internals (layers, attention, MLP, norms)
-    mini_llava  the embedded default model: SmolLM2-135M + EfficientNet-Lite0 + an MLP projector
-    llava       LLaVA-1.5 (transformers) behind the same interface
-    models      building the study's models by name; the projector's stage-1 alignment (align)
-    data        the three downstream tasks in their real file formats
-    generate    batched greedy generation with a KV cache
-    evaluate    answer parsing and the metric columns of the paper's tables
-    runs        datasets prepared by their parameters; a model scored on a task
-    skip        skipping MHAs, FFNs or whole layers
-    pia         Propagation-of-Information Adapters (config / context / layer / model)
-    reparam     merging PIAs into the FFN (and q/k/v) after prefill
-    export      EAS models as transformers directories (save_pretrained / from_pretrained, generate)
-    hf          the transformers classes behind them (modeling_eas.py, copied into each export)
-    baselines   LoRA (peft), Adapter, MAM, DAS, full fine-tuning
-    train       parameter-efficient training on Accelerate, with checkpoints and resume
-    bandit      the k-armed bandit redundancy search
-    selectors   which modules to skip: random, last-k, attention drop, block influence, greedy removal, bandit
-    experiments one fine-tuning experiment -> one tidy results row (resumable, never repeated)
-    stats       paired comparisons of two methods on the same items, over seeds; verdicts
-    probe       training-free removal probe of single modules
-    measure     latency (prefill / merge / decode), FLOPs, memory; shapes: true-scale random models
-    latency     the latency suite: every method side by side, at several scales
-    bench       `make bench`
-    results     result tables keyed by their parameters
-    profiles    papermill parameters per profile (smoke / cpu / cpu-full / gpu), validated
-    cli         `python -m eas search | finetune | evaluate | export`
+The library is in layers; each imports only from the layers below it (tests/test_layers.py checks):
+
+    core      io (paths, atomic writes), results (tables keyed by their parameters)
+    data      the tasks in their real file formats (scienceqa, vqa, classification), answer parsing and
+              the metric columns of the paper's tables (evaluate)
+    models    arch (the one module that knows model internals), mini_llava, llava, zoo (models by name),
+              align, generate (batched greedy decoding with a KV cache), train (Accelerate)
+    method    EAS itself: skip, pia (config / context / layer / model), reparam (the merge after prefill),
+              bandit (the redundancy search), selectors, probe
+    baselines LoRA (peft), Adapter, MAM, DAS, full fine-tuning
+    export    EAS models as transformers directories with generate(); an lm-evaluation-harness model
+    measure   cost (time, FLOPs, memory), latency (every method side by side), workload, shapes
+    study     experiments, runs, stats, profiles, notebooks (runner), cli (`python -m eas`), bench
+
+ARCHITECTURE.md at the repository's root says why, and how to add a baseline, a model family or a chapter.
 """
 
 import warnings
+
+from eas import _legacy
 
 # Libraries import tqdm.auto, which warns in Jupyter without ipywidgets; eas uses plain text bars.
 warnings.filterwarnings("ignore", message="IProgress not found")
 
 __version__ = "0.1.0"
 
-# What a result depends on; printed by every notebook (eas.profiles.notebook_params) and kept in the
-# executed copies' metadata (eas.notebooks), so a figure can be traced to the stack that made it.
+_legacy.install()
+
+# What a result depends on; printed by every notebook (eas.study.profiles.notebook_params) and kept in the
+# executed copies' metadata (eas.study.notebooks), so a figure can be traced to the stack that made it.
 STACK = ("torch", "transformers", "peft", "accelerate", "safetensors", "numpy", "pandas", "papermill")
 
 

@@ -1,5 +1,5 @@
-"""`python -m eas`: the command line (eas.cli)."""
+"""`python -m eas`: the command line (eas.study.cli)."""
 
-from .cli import main
+from eas.study.cli import main
 
 raise SystemExit(main())

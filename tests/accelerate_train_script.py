@@ -4,7 +4,7 @@
     ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu --num_processes 2 tests/accelerate_train_script.py OUT_DIR ...
 
 tests/test_accelerate.py runs it under one and two processes and compares OUT_DIR/final.safetensors
-(the trained adapters, written by eas.train on the main process) and OUT_DIR/done.json (the loss history).
+(the trained adapters, written by eas.models.train on the main process) and OUT_DIR/done.json (the loss history).
 The set-up is the real thing at a tiny size: PIAs in skipped and kept layers, answer lengths that differ
 between examples (so the loss must be weighted by answer tokens across processes), a different MHA skipped
 at every step (so some adapters get no gradient in a step, which DDP has to be told about).
@@ -19,10 +19,10 @@ from accelerate import PartialState
 
 from eas import baselines
 from eas.data import Example
-from eas.mini_llava import MiniLlava, load_tokenizer, tiny_language_model
-from eas.pia import PIAConfig
-from eas.skip import SkipSet, eas_blocks
-from eas.train import TrainConfig, train
+from eas.method.pia import PIAConfig
+from eas.method.skip import SkipSet, eas_blocks
+from eas.models.mini_llava import MiniLlava, load_tokenizer, tiny_language_model
+from eas.models.train import TrainConfig, train
 
 ANSWERS = ["red", "dark blue", "a light green square", "yes", "no, it is a yellow triangle"]
 

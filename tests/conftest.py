@@ -1,6 +1,3 @@
-import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
@@ -13,14 +10,14 @@ torch.set_num_threads(1)
 
 @pytest.fixture(scope="session")
 def tokenizer():
-    from eas.mini_llava import load_tokenizer
+    from eas.models.mini_llava import load_tokenizer
 
     return load_tokenizer()
 
 
 @pytest.fixture()
 def tiny_mini_llava(tokenizer):
-    from eas.mini_llava import MiniLlava, tiny_language_model
+    from eas.models.mini_llava import MiniLlava, tiny_language_model
 
     torch.manual_seed(0)
     return MiniLlava(tiny_language_model(seed=0, layers=4), tokenizer, visual_grid=2).eval()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from eas import pia
-from eas.mini_llava import Batch
-from eas.skip import SkipSet
+from eas.method import pia
+from eas.method.skip import SkipSet
+from eas.models.mini_llava import Batch
 
 VOCAB = 256
 PAD = 2
@@ -32,7 +32,7 @@ def eas_lm(family: str = "llama", config: pia.PIAConfig | None = PIA, skips: Ski
     """A tiny LM with skips and (randomised, so non-trivial) PIAs; config=None: skip-only."""
     model = tiny_lm(family, seed=seed, **kw)
     if config is None:
-        from eas.skip import apply_skips
+        from eas.method.skip import apply_skips
 
         apply_skips(model, skips)
     else:
@@ -55,8 +55,8 @@ def left_padded(lens=(5, 9, 7), seed: int = 0) -> Batch:
 @torch.no_grad()
 def study_logits(model, batch: Batch) -> torch.Tensor:
     """The study's forward: the bare decoder, positions from the mask, PIA's prompt = the real tokens."""
-    from eas import arch
-    from eas.measure import CausalLMTarget
+    from eas.models import arch
+    from eas.models.causal_lm import CausalLMTarget
 
     with pia.prompt_context(batch.prompt_mask, batch.attention_mask):
         hidden, _ = CausalLMTarget(model)(batch.input_ids, batch.attention_mask)
@@ -64,11 +64,11 @@ def study_logits(model, batch: Batch) -> torch.Tensor:
 
 
 def tiny_llava_target(seed: int = 0):
-    """A tiny random LLaVA (CLIP tower + LLaMA) behind eas.llava.LlavaTarget, with skips and random PIAs."""
+    """A tiny random LLaVA (CLIP tower + LLaMA) behind eas.models.llava.LlavaTarget, with skips and random PIAs."""
     from transformers import CLIPImageProcessorPil, LlavaForConditionalGeneration, LlavaProcessor
 
-    from eas.llava import LlavaTarget
-    from eas.mini_llava import load_tokenizer
+    from eas.models.llava import LlavaTarget
+    from eas.models.mini_llava import load_tokenizer
 
     tok = load_tokenizer()
     tok.add_tokens(["<image>"], special_tokens=True)

@@ -1,10 +1,10 @@
-"""eas.train under `accelerate launch` with two CPU processes (gloo) computes the same training as one process
+"""eas.models.train under `accelerate launch` with two CPU processes (gloo) computes the same training as one process
 with the same global batch: same adapter weights, same loss history, up to float summation order.
 
 The 2-process run sums two half-batch gradients where the 1-process run computes one full-batch gradient
 (and pads each half to its own length), so the weights agree to ~1e-6 relative, not bit for bit; the
 single-process run with grad_accum=2 sums the same two halves and is compared at the same tolerance.
-Before eas.train weighted each process's loss by its share of the answer tokens, the two runs differed
+Before eas.models.train weighted each process's loss by its share of the answer tokens, the two runs differed
 by tens of percent after four steps (a mean of per-process means is not the mean over the batch).
 """
 
@@ -15,12 +15,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import accelerate_train_script as script
 import pytest
 import torch
 from safetensors.torch import load_file
 
-import accelerate_train_script as script
-from eas.train import TrainConfig, train
+from eas.models.train import TrainConfig, train
 
 SCRIPT = Path(__file__).with_name("accelerate_train_script.py")
 RTOL = 1e-5

@@ -3,11 +3,20 @@
 import pytest
 import torch
 from torch import nn
-from transformers import (LlamaConfig, LlamaForCausalLM, LlavaConfig, LlavaForConditionalGeneration,
-                          MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM)
+from transformers import (
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    MistralConfig,
+    MistralForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
-from eas import arch, skip
-from eas.skip import SkipError, SkipSet
+from eas.method import skip
+from eas.method.skip import SkipError, SkipSet
+from eas.models import arch
 
 SMALL = dict(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
              num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0, eos_token_id=1, bos_token_id=1)
@@ -24,8 +33,9 @@ def tiny(family: str):
     if family == "llava":
         cfg = LlavaConfig(
             text_config=LlamaConfig(**SMALL).to_dict(),
-            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                               num_attention_heads=4, image_size=32, patch_size=8, projection_dim=32),
+            vision_config=dict(model_type="clip_vision_model", hidden_size=32, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=4, image_size=32, patch_size=8,
+                               projection_dim=32),
             image_token_index=127,
         )
         return LlavaForConditionalGeneration(cfg).eval()

@@ -1,16 +1,21 @@
-"""eas.bandit: candidates, the planted-redundancy search (with a negative control), resume, and train hooks."""
+"""eas.method.bandit: candidates, the planted-redundancy search (with a negative control), resume, and train hooks."""
 
 import json
 
 import numpy as np
 import pytest
-import torch
 
-from eas import skip
-from eas.bandit import (BanditConfig, BanditSearch, candidate_skip_set, lowest_k, num_candidates,
-                        random_skip_sampler, run_search)
-from eas.skip import SkipError, SkipSet
-
+from eas.method import skip
+from eas.method.bandit import (
+    BanditConfig,
+    BanditSearch,
+    candidate_skip_set,
+    lowest_k,
+    num_candidates,
+    random_skip_sampler,
+    run_search,
+)
+from eas.method.skip import SkipError, SkipSet
 
 # ----------------------------------------------------------------------------- candidates
 
@@ -147,12 +152,12 @@ def test_interrupted_search_resumes_exactly(tmp_path):
         run_search(BanditConfig(k=K, m=M, lr=10.0, seed=3), N, loss_of, 60, run_dir=tmp_path)
 
 
-# ----------------------------------------------------------------------------- with eas.train
+# ----------------------------------------------------------------------------- with eas.models.train
 
 def test_search_plugs_into_train(tokenizer, tmp_path):
     from test_train import examples, fresh
 
-    from eas.train import TrainConfig, train
+    from eas.models.train import TrainConfig, train
 
     heldout = examples(28)[24:]
 

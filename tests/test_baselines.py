@@ -8,16 +8,33 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eas import arch, baselines
+from eas import baselines
 from eas.baselines import (
-    METHODS, AdapterConfig, BaselineError, Bottleneck, DASConfig, EASConfig, LoRAConfig, MAMConfig,
-    attach, attach_adapter, attach_das, attach_full_finetune, attach_lora, attach_mam, count_parameters,
-    detach, merge_lora, randomise, unmerge_lora,
+    METHODS,
+    AdapterConfig,
+    BaselineError,
+    Bottleneck,
+    DASConfig,
+    EASConfig,
+    LoRAConfig,
+    MAMConfig,
+    attach,
+    attach_adapter,
+    attach_das,
+    attach_full_finetune,
+    attach_lora,
+    attach_mam,
+    count_parameters,
+    detach,
+    merge_lora,
+    randomise,
+    unmerge_lora,
 )
-from eas.generate import greedy_generate
-from eas.mini_llava import Batch, MiniLlava, answer_loss, tiny_language_model
-from eas.pia import PIAConfig
-from eas.skip import SkipSet, apply_skips
+from eas.method.pia import PIAConfig
+from eas.method.skip import SkipSet, apply_skips
+from eas.models import arch
+from eas.models.generate import greedy_generate
+from eas.models.mini_llava import Batch, MiniLlava, answer_loss, tiny_language_model
 
 D, LAYERS = 64, 4
 SMALL = {
@@ -261,7 +278,7 @@ def test_save_load_reproduces_outputs(tokenizer, tmp_path, name):
 
 
 def _base_state(model):
-    from eas.skip import current_skips
+    from eas.method.skip import current_skips
 
     return (baselines.attached(model), current_skips(model), [p.requires_grad for p in model.parameters()],
             {k: v.clone() for k, v in model.state_dict().items()})

@@ -2,12 +2,12 @@
 
 import pandas as pd
 
-from eas import bench
+from eas.study import bench
 
 
 def test_core_benchmark_smoke(tmp_path, monkeypatch):
     monkeypatch.setenv("EAS_DATA", str(tmp_path / "data"))
-    from eas import io
+    from eas.core import io
 
     monkeypatch.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
     assert bench.main(["--profile", "smoke", "--out", str(tmp_path / "bench")]) == 0
@@ -36,7 +36,7 @@ def test_timing_skip_set_bounds():
 
 
 def test_merge_cost_at_scale_runs_on_a_shrunk_shape():
-    from eas.pia import PIAConfig
+    from eas.method.pia import PIAConfig
 
     frame = bench.merge_cost_at_scale(2, config=PIAConfig(skip_hidden=4, adapt_hidden=2), repeats=1,
                                       prompt={"visual_tokens": 8, "text_tokens": 4}, hidden_size=32,

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from eas import experiments, io
-from eas.cli import main
-from eas.evaluate import METRIC_COLUMNS
+from eas.core import io
+from eas.data.evaluate import METRIC_COLUMNS
+from eas.study import experiments
+from eas.study.cli import main
 
 COMMANDS = ("search", "finetune", "evaluate", "export")
 # The settings of tests/test_experiments.py's TINY spec, as flags.
@@ -67,7 +68,8 @@ def test_help_at_every_level():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["finetune", "--task", "imagenet"], "argument --task: expected one of scienceqa, vqa, classification, got 'imagenet'"),
+    (["finetune", "--task", "imagenet"],
+     "argument --task: expected one of scienceqa, vqa, classification, got 'imagenet'"),
     (["finetune", "--method", "prompt", "--k", "2"], "argument --method: expected one of eas, das"),
     (["finetune", "--k", "two"], "argument --k: expected an integer, got 'two'"),
     (["finetune", "--k", "0"], "argument --k: k (modules skipped by 'eas') must be an integer >= 1, got 0"),

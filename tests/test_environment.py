@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import eas
-from eas import generate
-from eas.mini_llava import MiniLlava, tiny_language_model
-from eas.pia import PIAConfig, attach_pia, randomise_adapters
-from eas.skip import SkipSet
+from eas.method.pia import PIAConfig, attach_pia, randomise_adapters
+from eas.method.skip import SkipSet
+from eas.models import generate
+from eas.models.mini_llava import MiniLlava, tiny_language_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,8 +54,8 @@ def test_eas_generation_raises_no_warning(tokenizer):
     randomise_adapters(model)
     ids = torch.tensor([[5, 6, 7, 8], [0, 0, 9, 10]])
     mask = (ids != 0).long()
-    batch = eas.mini_llava.Batch(ids, mask, mask.bool())
-    from eas.reparam import merge_after_prefill
+    batch = eas.models.mini_llava.Batch(ids, mask, mask.bool())
+    from eas.method.reparam import merge_after_prefill
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")

@@ -7,12 +7,13 @@ import math
 import pytest
 
 from eas.data import Example
-from eas.evaluate import METRIC_COLUMNS, chance_accuracy, normalise, parse_answer, score, summarise
+from eas.data.evaluate import METRIC_COLUMNS, chance_accuracy, normalise, parse_answer, score, summarise
 
 CLASSES = ["airport", "bare land", "baseball field", "dense residential", "residential"]
 
 
-def sqa(uid="1", answer="B", choices=("circle", "red square", "triangle"), subject="NAT", text=False, image=False, grade="G1-6"):
+def sqa(uid="1", answer="B", choices=("circle", "red square", "triangle"), subject="NAT", text=False, image=False,
+        grade="G1-6"):
     meta = {"subject": subject, "has_text": text, "has_image": image, "grade": grade,
             "n_choices": len(choices), "choices": list(choices)}
     return Example(uid, "prompt", f"The answer is ({answer}). BECAUSE: why", answer, None, meta)
@@ -70,7 +71,8 @@ def test_parse_classification():
     assert parse_answer("classification", "Dense Residential", e) == "dense residential"  # exact beats contained
     assert parse_answer("classification", "residential.", e) == "residential"
     assert parse_answer("classification", "It looks like a baseball field, maybe an airport", e) == "baseball field"
-    assert parse_answer("classification", "This is dense residential housing", e) == "dense residential"  # longest at a position
+    # longest at a position
+    assert parse_answer("classification", "This is dense residential housing", e) == "dense residential"
     assert parse_answer("classification", "a forest", e) is None
     assert parse_answer("classification", "airports", e) is None  # whole words only
 
@@ -100,8 +102,8 @@ def test_empty_column_is_nan():
 
 
 def test_vqa_and_classification_metrics_by_hand():
-    examples = [vqa("1", "yes", "closed"), vqa("2", "no", "closed"), vqa("3", "circle", "open"), vqa("4", "red", "open"),
-                vqa("5", "triangle", "open")]
+    examples = [vqa("1", "yes", "closed"), vqa("2", "no", "closed"), vqa("3", "circle", "open"),
+                vqa("4", "red", "open"), vqa("5", "triangle", "open")]
     df = score("vqa", examples, ["yes", "Yes.", "a circle", "blue", "Triangle!"])
     assert summarise("vqa", df) == pytest.approx({"Open": 200 / 3, "Closed": 50.0, "Avg": 60.0,
                                                   "Open (exact)": 200 / 3})
@@ -110,9 +112,11 @@ def test_vqa_and_classification_metrics_by_hand():
 
 
 def test_chance_accuracy():
-    assert chance_accuracy("scienceqa", [sqa(choices=("a", "b")), sqa(choices=("a", "b", "c", "d"))]) == pytest.approx(37.5)
+    assert chance_accuracy("scienceqa",
+                           [sqa(choices=("a", "b")), sqa(choices=("a", "b", "c", "d"))]) == pytest.approx(37.5)
     assert chance_accuracy("classification", [aid("1", "airport")]) == pytest.approx(20.0)
-    assert chance_accuracy("vqa", [vqa("1", "yes", "closed"), vqa("2", "circle", "open"), vqa("3", "red", "open")]) == pytest.approx(100 * (0.5 + 0.5 + 0.5) / 3)
+    assert chance_accuracy("vqa", [vqa("1", "yes", "closed"), vqa("2", "circle", "open"),
+                                   vqa("3", "red", "open")]) == pytest.approx(100 * (0.5 + 0.5 + 0.5) / 3)
 
 
 def test_bad_calls():

@@ -1,4 +1,4 @@
-"""eas.experiments on the tiny random mini-LLaVA and a couple of dozen generated examples: complete rows,
+"""eas.study.experiments on the tiny random mini-LLaVA and a couple of dozen generated examples: complete rows,
 stored rows never recomputed, resume after an interruption, baselines, determinism, clear spec errors."""
 
 import json
@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 
-from eas import experiments, io
-from eas.evaluate import METRIC_COLUMNS
-from eas.experiments import ExperimentError, ExperimentSpec, results_table, run_experiment
-from eas.skip import SkipSet
+from eas.core import io
+from eas.data.evaluate import METRIC_COLUMNS
+from eas.method.skip import SkipSet
+from eas.study import experiments
+from eas.study.experiments import ExperimentError, ExperimentSpec, results_table, run_experiment
 
 TINY = dict(task="scienceqa", model="tiny", sizes={"train": 24, "val": 8, "test": 8}, n_eval=8, heldout=8,
             steps=4, batch_size=4, lr=1e-2, max_new_tokens=6, eval_batch_size=8, checkpoint_every=2,
@@ -38,7 +39,7 @@ def data_root(tmp_path_factory):
 
 @pytest.fixture()
 def factory(data_root, tokenizer):
-    from eas.mini_llava import MiniLlava, tiny_language_model
+    from eas.models.mini_llava import MiniLlava, tiny_language_model
 
     def make():
         torch.manual_seed(0)
@@ -161,7 +162,7 @@ def test_same_seed_same_metrics(factory):
 
 def test_supernet_weights_start_the_chosen_set(tokenizer):
     from eas import baselines
-    from eas.mini_llava import MiniLlava, tiny_language_model
+    from eas.models.mini_llava import MiniLlava, tiny_language_model
 
     model = MiniLlava(tiny_language_model(seed=0, layers=4), tokenizer, visual_grid=2).eval()
     s = spec(**EAS)
@@ -232,7 +233,7 @@ def test_gap_se():
 def test_trained_model_rebuilds_what_was_evaluated_and_time_runs_times_it(factory):
     """`trained_model` must give back the very model a run evaluated: same greedy replies as its
     generations.csv (EAS merged after prefill, and LoRA merged); `time_runs` times them beside the base."""
-    from eas.generate import generate_texts
+    from eas.models.generate import generate_texts
 
     specs = {"eas": spec(**{**EAS, "selector": "last"}), "lora": spec(method="lora", method_options={"r": 2})}
     for s in specs.values():
@@ -273,7 +274,7 @@ def test_static_router_accuracy_of_a_finished_run(factory, monkeypatch):
 
 
 def test_chance_check_of_a_finished_run(factory):
-    from eas.experiments import chance_check, item_correctness
+    from eas.study.experiments import chance_check, item_correctness
 
     s = spec(method="lora", method_options={"r": 2}, seed=5)
     with pytest.raises(ExperimentError, match="not finished"):

@@ -1,4 +1,4 @@
-"""eas.export: EAS models as transformers directories that load exactly, folded exports, bad checkpoints."""
+"""eas.export.pretrained: EAS models as transformers directories that load exactly, folded exports, bad checkpoints."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from pathlib import Path
 
 import pytest
 import torch
+from hf_helpers import PIA, SKIPS, eas_lm, left_padded, study_logits, tiny_lm
 from transformers import AutoConfig, AutoModelForCausalLM
 
-from eas import export, pia, reparam
-from eas.generate import greedy_generate
-from eas.hf.config import ADAPTERS_FILE, BASE_FILE, CheckpointError, MODELING_FILE
-from eas.measure import CausalLMTarget
-from eas.skip import SkipSet, current_skips
-
-from hf_helpers import PIA, SKIPS, eas_lm, left_padded, study_logits, tiny_lm
+from eas.export import pretrained as export
+from eas.export.config import ADAPTERS_FILE, BASE_FILE, MODELING_FILE, CheckpointError
+from eas.method import pia, reparam
+from eas.method.skip import SkipSet, current_skips
+from eas.models.causal_lm import CausalLMTarget
+from eas.models.generate import greedy_generate
 
 
 def remote(path):
@@ -45,7 +45,7 @@ def test_remote_code_load_equals_the_study_model(tmp_path, family):
     assert cfg["eas"]["merge_strategy"] == "low_rank" and cfg["eas"]["version"]
 
     loaded = remote(out)
-    assert type(loaded).__module__.startswith("transformers_modules")  # the copied file ran, not eas.hf
+    assert type(loaded).__module__.startswith("transformers_modules")  # the copied file ran, not eas.export
     assert current_skips(loaded) == SKIPS and pia.pia_config(loaded) == PIA
     batch = left_padded()
     want = study_logits(model, batch)
@@ -124,7 +124,7 @@ def test_mini_llava_round_trip(tmp_path, tiny_mini_llava):
         want, _ = model(ids, batch.attention_mask, feats, prompt_mask=batch.prompt_mask)
         got, _ = back(ids, batch.attention_mask, feats, prompt_mask=batch.prompt_mask)
     assert torch.equal(got, want)
-    from eas.mini_llava import Batch
+    from eas.models.mini_llava import Batch
 
     b = Batch(ids, batch.attention_mask, batch.prompt_mask, feats)
     merge = reparam.reparam_hook(back)
@@ -176,7 +176,7 @@ def test_fold_refuses_families_without_bias_slots(tmp_path, family, config, wher
 
 
 def test_qwen2_folds_adaptation_pias_into_its_qkv_biases(tmp_path):
-    from eas.skip import eas_blocks
+    from eas.method.skip import eas_blocks
 
     model = eas_lm("qwen2")
     for i in pia.skip_adapters(model):  # keep the adaptation PIAs only: Qwen2's q/k/v have biases, its MLP none
@@ -197,7 +197,8 @@ def ckpt(tmp_path):
 def test_weights_of_another_base_model(tmp_path, ckpt):
     other = export.save_pretrained(eas_lm(hidden=32), tmp_path / "narrow")
     (ckpt / BASE_FILE).write_bytes((other / BASE_FILE).read_bytes())
-    with pytest.raises(CheckpointError, match=rf"{BASE_FILE}: tensor .* has shape .*32.* expects .*64.*another base model"):
+    with pytest.raises(CheckpointError,
+                       match=rf"{BASE_FILE}: tensor .* has shape .*32.* expects .*64.*another base model"):
         remote(ckpt)
     deeper = export.save_pretrained(eas_lm(layers=5), tmp_path / "deep")
     for name in (BASE_FILE, ADAPTERS_FILE, "model.safetensors.index.json"):
@@ -233,7 +234,8 @@ def test_missing_or_corrupt_files(ckpt, damage, name):
 
 def test_unknown_merge_strategy(ckpt):
     edit_config(ckpt, lambda c: c["eas"].update(merge_strategy="magic"))
-    with pytest.raises(CheckpointError, match=r"config.json: eas section: unknown merge_strategy 'magic'; expected one of per_example"):
+    with pytest.raises(CheckpointError,
+                       match=r"config.json: eas section: unknown merge_strategy 'magic'; expected one of per_example"):
         remote(ckpt)
     with pytest.raises(CheckpointError, match="unknown merge_strategy 'magic'"):
         export.load_pretrained(ckpt)
@@ -283,7 +285,7 @@ def test_nothing_half_written(tmp_path, monkeypatch):
 
 def test_unsupported_layouts_are_refused(tmp_path):
     model = eas_lm()
-    from eas.skip import eas_blocks
+    from eas.method.skip import eas_blocks
 
     eas_blocks(model)[1].layer_adapter = torch.nn.Linear(64, 64)  # e.g. a DAS adapter: not exportable
     with pytest.raises(CheckpointError, match="layer_adapter.*have no place"):

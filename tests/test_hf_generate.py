@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from hf_helpers import PAD, PIA, VOCAB, eas_lm, left_padded
 from transformers import AutoModelForCausalLM, DynamicCache
 
-from eas import export, pia, reparam
-from eas.generate import greedy_generate
-from eas.measure import CausalLMTarget
-
-from hf_helpers import PAD, PIA, VOCAB, eas_lm, left_padded
+from eas.export import pretrained as export
+from eas.method import pia, reparam
+from eas.models.causal_lm import CausalLMTarget
+from eas.models.generate import greedy_generate
 
 NEW = 10
 
@@ -43,7 +43,7 @@ def hf_greedy(model, batch, new=NEW, **kw):
 
 
 def study_greedy(model, batch, new=NEW):
-    """eas.generate's greedy decoding through CausalLMTarget, merging after prefill as the study does."""
+    """eas.models.generate's greedy decoding through CausalLMTarget, merging after prefill as the study does."""
     merge = (lambda t, b: reparam.merge_after_prefill(model, b)) if pia.pia_config(model).reparam else None
     return greedy_generate(CausalLMTarget(model), batch, new, ignore_eos=True, after_prefill=merge).tokens
 
@@ -160,10 +160,10 @@ def test_mistral_generate(exported):
 
 
 def test_llava_generate_through_image_text_to_text(tmp_path):
+    from hf_helpers import llava_examples, tiny_llava_target
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
-    from eas.llava import LlavaTarget
-    from hf_helpers import llava_examples, tiny_llava_target
+    from eas.models.llava import LlavaTarget
 
     target = tiny_llava_target()
     batch = target.collate(llava_examples())

@@ -3,16 +3,17 @@
 import pytest
 import torch
 
-from eas import arch, generate, skip
 from eas.data import Example
-from eas.skip import SkipSet
+from eas.method import skip
+from eas.method.skip import SkipSet
+from eas.models import arch, generate
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
 def smollm():
-    from eas.mini_llava import MiniLlava, load_language_model
+    from eas.models.mini_llava import MiniLlava, load_language_model
 
     lm, tokenizer = load_language_model()
     return MiniLlava(lm, tokenizer, visual_grid=2).eval()
@@ -26,7 +27,8 @@ def test_smollm2_shape(smollm):
 
 
 def test_pretrained_language_model_answers_a_text_question(smollm):
-    ex = Example(uid="q", prompt="What is the capital of France? Answer in one word.", target="", answer="Paris", image=None)
+    ex = Example(uid="q", prompt="What is the capital of France? Answer in one word.", target="", answer="Paris",
+                 image=None)
     text = generate.decode_texts(smollm, generate.greedy_generate(smollm, smollm.collate([ex]), 8).tokens)[0]
     assert "paris" in text.lower()
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from eas import io, results
+from eas.core import io, results
 
 
 def test_failed_write_leaves_old_file(tmp_path):

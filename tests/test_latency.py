@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 import torch
 
-from eas import bench, latency, measure
-from eas.generate import greedy_generate
-from eas.profiles import LatencyParams, ParameterError, notebook_params, profile_values
-from eas.shapes import llava_prompt, random_llama
-from eas.skip import SkipSet
+from eas.measure import cost
+from eas.measure.shapes import llava_prompt, random_llama
+from eas.method.skip import SkipSet
+from eas.models import causal_lm
+from eas.models.generate import greedy_generate
+from eas.study import bench, latency
+from eas.study.profiles import LatencyParams, ParameterError, notebook_params, profile_values
 
 TOY = {"num_hidden_layers": 4, "hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 4,
        "num_key_value_heads": 2, "vocab_size": 128, "max_position_embeddings": 256}
@@ -23,7 +25,7 @@ def toy_params(**changes) -> LatencyParams:
 
 
 def test_latency_suite_smoke(tmp_path, monkeypatch):
-    from eas import io
+    from eas.core import io
 
     monkeypatch.setenv("EAS_DATA", str(tmp_path / "data"))
     monkeypatch.setenv("EAS_CACHE", str(io.REPO_ROOT / "data" / "cache"))
@@ -133,16 +135,16 @@ def test_variant_specs():
 
 def test_configure_then_reset_restores_the_model():
     model = random_llama("llama-1b", **TOY)
-    target = measure.CausalLMTarget(model)
+    target = causal_lm.CausalLMTarget(model)
     batch = llava_prompt(TOY["vocab_size"], batch=2, visual_tokens=6, text_tokens=4)
     latency.reset(model)  # the skip wrappers (EASBlock) stay from here on; with no skips they are the base model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     reference = greedy_generate(target, batch, 4, ignore_eos=True).tokens
     p = toy_params()
-    base_flops = measure.counted_flops(target, batch, 3).total
+    base_flops = cost.counted_flops(target, batch, 3).total
     for spec in latency.variant_specs(4, [1, 2], [1, 2]):
         hook = latency.configure(model, spec, p)
-        flops = measure.counted_flops(target, batch, 3, hook).total
+        flops = cost.counted_flops(target, batch, 3, hook).total
         if spec.method in ("adapter", "mam"):
             assert flops > base_flops, spec.name  # the method really is attached
         elif spec.k:
@@ -158,7 +160,7 @@ def test_extrapolated_decode_flops_equal_counting_every_step():
     """counted_flops counts three decode steps and extends them (a step's FLOPs are affine in its position):
     for every method of the suite, merged EAS included, that equals counting each of the steps."""
     model = random_llama("llama-1b", **TOY)
-    target = measure.CausalLMTarget(model)
+    target = causal_lm.CausalLMTarget(model)
     batch = llava_prompt(TOY["vocab_size"], batch=2, visual_tokens=6, text_tokens=4)
     latency.reset(model)
     p = toy_params()
@@ -167,14 +169,14 @@ def test_extrapolated_decode_flops_equal_counting_every_step():
         counts = []
         for every_step in (True, False):
             hook = latency.configure(model, spec, p, target, batch)
-            counts.append(measure.counted_flops(target, batch, 9, hook, every_step=every_step))
+            counts.append(cost.counted_flops(target, batch, 9, hook, every_step=every_step))
             latency.reset(model)
         assert counts[0] == counts[1], spec.name
         assert counts[0].decode > 0 and counts[0].merge == counts[1].merge, spec.name
 
 
 def test_analytic_flops_of_adapters():
-    from eas.shapes import shape_config
+    from eas.measure.shapes import shape_config
 
     cfg = shape_config("llama-1b", **TOY)
     p = toy_params(adapter_hidden=8)
@@ -193,9 +195,9 @@ def test_analytic_flops_of_adapters():
 
 
 def test_ideal_and_achieved_arithmetic():
-    assert measure.ideal_speedup(10.0, 2.5) == pytest.approx(10 / 7.5)
-    assert measure.achieved_fraction(10.0, 8.0, 2.5) == pytest.approx(0.8)
-    times = measure.ModuleTimes([1.0] * 4, [0.5] * 4, 10.0, "ablation")
+    assert cost.ideal_speedup(10.0, 2.5) == pytest.approx(10 / 7.5)
+    assert cost.achieved_fraction(10.0, 8.0, 2.5) == pytest.approx(0.8)
+    times = cost.ModuleTimes([1.0] * 4, [0.5] * 4, 10.0, "ablation")
     assert times.removed_ms(SkipSet(layer=(1, 2))) == pytest.approx(3.0)  # DAS: MHA and FFN per block
     assert times.removed_ms(SkipSet(mha=(1, 2))) == pytest.approx(2.0)
     assert times.ideal_speedup(SkipSet(mha=(1, 2))) == pytest.approx(10 / 8)

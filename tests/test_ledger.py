@@ -1,4 +1,4 @@
-"""eas.ledger (the claims and accuracy ledgers) and eas.paper (the paper's numbers, once)."""
+"""eas.study.ledger (the claims and accuracy ledgers) and eas.study.paper (the paper's numbers, once)."""
 
 import math
 import os
@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eas import ledger, paper, stats
+from eas.study import ledger, paper, stats
 
 
 def _cmp(a_only, b_only, n=200, both=100):
@@ -193,18 +193,18 @@ def test_accuracy_failed_write_leaves_no_partial_file(tmp_path, monkeypatch):
 # ----------------------------------------------------------------------------- the paper's numbers
 
 def test_views_match_the_literals_the_callers_hold():
-    # eas.latency's PAPER_TABLE1
+    # eas.study.latency's PAPER_TABLE1
     assert paper.latency_table1() == {
         ("base", 0): (5018.4, 2.19), ("lora", 0): (5018.4, 2.34), ("adapter", 0): (5041.6, 2.89),
         ("mam", 0): (5041.6, 2.87), ("das", 4): (4475.0, 2.53), ("eas-merged", 8): (4616.3, 1.98),
         ("eas-merged", 12): (4415.4, 1.82)}
     assert paper.table1_base() == (5018.4, 2.19) and paper.LLAVA_7B_LAYERS == 32
-    # eas.bench's PAPER_TABLE6 and chapter 04's PAPER6
+    # eas.study.bench's PAPER_TABLE6 and chapter 04's PAPER6
     assert paper.bench_table6() == {"base": (2.94, 87.1), "info_exchange": (3.23, 90.1),
                                     "frozen_bias": (2.97, 90.0), "reparam": (1.69, 90.0)}
     assert paper.table6_view() == {"base": ("Base", 87.1, 2.94), "info_exchange": ("+ Info. Exc.", 90.1, 3.23),
                                    "frozen_bias": ("+ Frozen bias", 90.0, 2.97), "reparam": ("+ Re-param.", 90.0, 1.69)}
-    # eas.shapes' PAPER_SPEEDUPS
+    # eas.measure.shapes' PAPER_SPEEDUPS
     assert paper.shapes_speedups() == {
         "EAS_12 vs LLaVA-1.5-7B (Table 1: 2.19 s -> 1.82 s)": (2.19 / 1.82, "skipping 12 MHAs, adapters merged"),
         "EAS vs LaVIN (abstract: 2.18x)": (2.18, "skipping 12 MHAs + LaVIN's unmerged adapters removed"),
@@ -245,7 +245,7 @@ def test_views_match_the_literals_the_callers_hold():
 
 
 PRINTED_INCONSISTENT = {("Table 3", "EAS_10", "aid"), ("Table 4", "DAS_4", "flickr"),
-                        ("Table 4", "Shallow Prompt", "avg")}  # see eas.paper's docstring
+                        ("Table 4", "Shallow Prompt", "avg")}  # see eas.study.paper's docstring
 
 
 def test_tables_add_up_where_the_paper_is_consistent():

@@ -1,22 +1,24 @@
 """LLaVA-1.5's path, on a tiny random LlavaForConditionalGeneration with a real processor layout."""
 
-import pytest
-import torch
 from pathlib import Path
 
-from transformers import CLIPImageProcessorPil as CLIPImageProcessor, LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+import pytest
+import torch
+from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+from transformers import LlamaConfig, LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
 
-from eas import arch, generate, skip
 from eas.data import Example
-from eas.llava import LlavaTarget
-from eas.skip import SkipSet
+from eas.method import skip
+from eas.method.skip import SkipSet
+from eas.models import arch, generate
+from eas.models.llava import LlavaTarget
 
 IMAGES = sorted(str(p) for p in (Path(__file__).parent / "fixtures").glob("aid/*/*.jpg"))[:2]
 
 
 @pytest.fixture(scope="module")
 def tiny_llava():
-    from eas.mini_llava import load_tokenizer
+    from eas.models.mini_llava import load_tokenizer
 
     tok = load_tokenizer()
     tok.add_tokens(["<image>"], special_tokens=True)

@@ -1,7 +1,7 @@
-"""eas.lm_eval: lm-evaluation-harness scores an exported EAS model as the study does, at any batch size.
+"""eas.export.lm_eval: lm-evaluation-harness scores an exported EAS model as the study does, at any batch size.
 
 A tiny random LLaMA with two MHAs skipped and random non-zero PIAs (info exchange and router on, so PIA
-depends on the prompt), exported with eas.export, scored by lm-eval itself (lm_eval.simple_evaluate) on
+depends on the prompt), exported with eas.export.pretrained, scored by lm-eval itself (lm_eval.simple_evaluate) on
 a multiple-choice and a generate_until task written here as JSONL files (dataset_path: json), offline.
 float64 throughout, so "equal" means equal up to summation order.
 """
@@ -20,10 +20,11 @@ lm_eval = pytest.importorskip("lm_eval")  # the dev extra
 from lm_eval.api.registry import get_model  # noqa: E402
 from lm_eval.tasks import TaskManager  # noqa: E402
 
-import eas.lm_eval  # noqa: E402,F401  registers --model eas
-from eas import export, pia  # noqa: E402
-from eas.lm_eval import EasLM, score_windows  # noqa: E402
-from eas.skip import SkipSet  # noqa: E402
+import eas.export.lm_eval  # noqa: E402,F401  registers --model eas
+from eas.export import pretrained as export  # noqa: E402
+from eas.export.lm_eval import EasLM, score_windows  # noqa: E402
+from eas.method import pia  # noqa: E402
+from eas.method.skip import SkipSet  # noqa: E402
 
 MC, GEN = "eas_test_mc", "eas_test_gen"
 QUESTIONS = ["Which animal says meow?", "Name a pet.", "Which one barks loudly at night when it hears a noise?",
@@ -98,7 +99,7 @@ def generations(samples) -> list[str]:
 
 @torch.no_grad()
 def prefill_then_score(model, context: list[int], continuation: list[int]) -> tuple[float, bool]:
-    """The study's convention, as its generation runs it (eas.generate.prefill, then cached steps): prefill
+    """The study's convention, as its generation runs it (eas.models.generate.prefill, then cached steps): prefill
     the context inside prompt_context (PIA keeps the prompt's mean), then feed the continuation through the
     cache, where each PIA reuses that mean. The bare decoder, as eas's CausalLMTarget calls it."""
     decoder = model.model
@@ -143,19 +144,20 @@ def test_eas_scores_equal_prefill_then_score(exported, evaluate):
 def test_plain_hf_scores_depend_on_the_batch_size(evaluate):
     """What `--model hf` gives for prompt-dependent PIAs (README): it runs context + continuation as one
     unmasked right-padded forward, so padding and the continuation enter PIA's prompt mean."""
-    hf1, hf8, eas1 = loglikelihoods(evaluate("hf", 1)), loglikelihoods(evaluate("hf", 8)), loglikelihoods(evaluate("eas", 1))
+    hf1, hf8, eas1 = (loglikelihoods(evaluate("hf", 1)), loglikelihoods(evaluate("hf", 8)),
+                      loglikelihoods(evaluate("eas", 1)))
     assert (hf1 - hf8).abs().max() > 1e-2  # padding (other requests' lengths) changes the scores
     assert (hf1 - eas1).abs().max() > 1e-3  # without padding too: the continuation is in its own prompt mean
     assert generations(evaluate("hf", 1)) == generations(evaluate("eas", 1))  # generate() masks: the same
 
 
 def test_command_line(exported, tasks, capsys, monkeypatch):
-    """lm_eval's own CLI (what `python -m eas.lm_eval ...` runs) finds `--model eas`."""
+    """lm_eval's own CLI (what `python -m eas.export.lm_eval ...` runs) finds `--model eas`."""
     _, path = exported
     import lm_eval.tasks
 
     monkeypatch.setattr(lm_eval.tasks, "TaskManager", functools.partial(TaskManager, include_defaults=False))
-    eas.lm_eval.main(["run", "--model", "eas", "--model_args", f"pretrained={path},dtype=float64",
+    eas.export.lm_eval.main(["run", "--model", "eas", "--model_args", f"pretrained={path},dtype=float64",
                       "--include_path", str(tasks[1]), "--tasks", MC, "--batch_size", "4", "--device", "cpu"])
     out = capsys.readouterr().out
     assert MC in out and "acc" in out

@@ -6,10 +6,11 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from eas import measure, shapes
-from eas.generate import greedy_generate
-from eas.mini_llava import Batch
-from eas.skip import SkipSet, apply_skips, kv_cache_bytes
+from eas.measure import cost, shapes
+from eas.method.skip import SkipSet, apply_skips, kv_cache_bytes
+from eas.models import causal_lm
+from eas.models.generate import greedy_generate
+from eas.models.mini_llava import Batch
 
 CFG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=1)
@@ -33,22 +34,22 @@ def left_padded(B=2, T=12, pad=4, seed=0):
 
 def test_causal_lm_target_matches_hf_generate(llama):
     batch = left_padded()
-    ours = greedy_generate(measure.CausalLMTarget(llama), batch, 8, ignore_eos=True).tokens
+    ours = greedy_generate(causal_lm.CausalLMTarget(llama), batch, 8, ignore_eos=True).tokens
     hf = llama.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask, do_sample=False,
                         max_new_tokens=8, min_new_tokens=8, eos_token_id=None, pad_token_id=0)
     assert torch.equal(ours, hf[:, batch.input_ids.shape[1]:])
 
 
 def test_causal_lm_target_unwraps_for_arch(llama):
-    t = measure.CausalLMTarget(llama)
-    assert measure.model_of(t) is llama and t.lm_head is llama.lm_head and t.eos_token_id == 1
-    assert measure.device_of(t).type == "cpu"
+    t = causal_lm.CausalLMTarget(llama)
+    assert causal_lm.model_of(t) is llama and t.lm_head is llama.lm_head and t.eos_token_id == 1
+    assert causal_lm.device_of(t).type == "cpu"
 
 
 # ----------------------------------------------------------------------------- timing
 
 def test_time_generation_is_sane_and_fixed_length(llama):
-    target = measure.CausalLMTarget(llama)
+    target = causal_lm.CausalLMTarget(llama)
     batch = left_padded()
     # Make EOS the token generated first: a generator that stops at EOS would stop at once.
     target.eos_token_id = int(greedy_generate(target, batch, 1).tokens[0, 0])
@@ -58,7 +59,7 @@ def test_time_generation_is_sane_and_fixed_length(llama):
         calls.append(model)
         return lambda: calls.append("undo")
 
-    t = measure.time_generation(target, batch, 6, warmup=1, repeats=3, after_prefill=hook)
+    t = cost.time_generation(target, batch, 6, warmup=1, repeats=3, after_prefill=hook)
     assert t.generated == 6 and t.new_tokens == 6 and t.batch_size == 2 and t.prompt_len == 12
     for m in t.metrics:
         vals = getattr(t, m)
@@ -74,7 +75,7 @@ def test_time_generation_is_sane_and_fixed_length(llama):
 
 
 def test_compare_interleaves_round_robin(llama):
-    target = measure.CausalLMTarget(llama)
+    target = causal_lm.CausalLMTarget(llama)
     made = []
 
     def variant(name, skips):
@@ -86,7 +87,7 @@ def test_compare_interleaves_round_robin(llama):
 
     variants = {"base": variant("base", SkipSet()), "eas": variant("eas", SkipSet(mha=(0, 2))),
                 "ffn": variant("ffn", SkipSet(ffn=(1,)))}
-    df = measure.compare(variants, left_padded(), 4, repeats=2, baseline="base")
+    df = cost.compare(variants, left_padded(), 4, repeats=2, baseline="base")
     # warm-up round then two repeats, each starting one variant later
     expected = ["base", "eas", "ffn", "eas", "ffn", "base", "ffn", "base", "eas"]
     assert df.attrs["schedule"] == expected == made
@@ -103,8 +104,8 @@ def test_compare_interleaves_round_robin(llama):
 def test_counted_flops_match_analytic(llama, skips):
     apply_skips(llama, skips)
     batch = left_padded()
-    counted = measure.counted_flops(measure.CausalLMTarget(llama), batch, 6)
-    analytic = measure.analytic_flops(llama.config, skips, prompt_len=12, new_tokens=6, batch=2)
+    counted = cost.counted_flops(causal_lm.CausalLMTarget(llama), batch, 6)
+    analytic = cost.analytic_flops(llama.config, skips, prompt_len=12, new_tokens=6, batch=2)
     # Stated tolerance 2%; with SDPA counted on the query heads the two agree exactly on CPU.
     for part in ("prefill", "decode", "total"):
         assert getattr(counted, part) == pytest.approx(getattr(analytic, part), rel=0.02), part
@@ -115,16 +116,16 @@ def test_attention_flops_are_counted_on_cpu(llama):
     # Without the custom entry for the CPU flash kernel, attention would count 0: the prefill
     # total would then equal the projections alone.
     apply_skips(llama, SkipSet())
-    c = measure.counted_flops(measure.CausalLMTarget(llama), left_padded(), 2)
+    c = cost.counted_flops(causal_lm.CausalLMTarget(llama), left_padded(), 2)
     attention = 4 * 12 * 12 * 64 * 4 * 2  # 4 T^2 d_attn, 4 layers, batch 2
-    projections_only = measure.analytic_flops(llama.config, None, 12, 2, 2).prefill - attention
+    projections_only = cost.analytic_flops(llama.config, None, 12, 2, 2).prefill - attention
     assert c.prefill == projections_only + attention
 
 
 def test_flops_frame_reports_delta(llama):
-    base = measure.analytic_flops(llama.config, None, 12, 6)
-    eas = measure.analytic_flops(llama.config, SkipSet(mha=(0, 1)), 12, 6)
-    df = measure.flops_frame({"base": base, "eas": eas})
+    base = cost.analytic_flops(llama.config, None, 12, 6)
+    eas = cost.analytic_flops(llama.config, SkipSet(mha=(0, 1)), 12, 6)
+    df = cost.flops_frame({"base": base, "eas": eas})
     assert df.loc["base", "delta_gflops"] == 0 and df.loc["eas", "delta_gflops"] < 0
     assert df.loc["eas", "label"].endswith("G)") and "(-" in df.loc["eas", "label"]
     assert df.loc["eas", "gmacs_per_sample"] == pytest.approx(df.loc["eas", "gflops_per_sample"] / 2)
@@ -135,8 +136,8 @@ def test_counted_flops_on_mini_llava_include_projector(tiny_mini_llava):
     ids = torch.tensor([[5] * 3 + [model.image_token_id] * 4 + [7] * 5])
     batch = Batch(ids, torch.ones_like(ids), torch.ones_like(ids).bool(), torch.randn(1, 4, model.vision_dim))
     apply_skips(model, SkipSet(mha=(0,)))
-    counted = measure.counted_flops(model, batch, 3)
-    analytic = measure.analytic_flops(model.config, SkipSet(mha=(0,)), 12, 3, visual_tokens=4,
+    counted = cost.counted_flops(model, batch, 3)
+    analytic = cost.analytic_flops(model.config, SkipSet(mha=(0,)), 12, 3, visual_tokens=4,
                                       vision_dim=model.vision_dim)
     assert counted.total == pytest.approx(analytic.total, rel=0.02)
 
@@ -144,7 +145,7 @@ def test_counted_flops_on_mini_llava_include_projector(tiny_mini_llava):
 # ----------------------------------------------------------------------------- memory
 
 def test_kv_bytes_scale_with_kept_attentions(llama):
-    target = measure.CausalLMTarget(llama)
+    target = causal_lm.CausalLMTarget(llama)
     batch = left_padded()
     sizes = {}
     for k in (0, 1, 3):
@@ -152,48 +153,48 @@ def test_kv_bytes_scale_with_kept_attentions(llama):
         apply_skips(llama, skips)
         gen = greedy_generate(target, batch, 5, ignore_eos=True)
         sizes[k] = kv_cache_bytes(gen.cache)
-        assert sizes[k] == measure.kv_bytes_analytic(llama.config, skips, 12 + 4, batch=2)
+        assert sizes[k] == cost.kv_bytes_analytic(llama.config, skips, 12 + 4, batch=2)
     assert sizes[0] * 1 == sizes[3] * 4 and sizes[1] * 4 == sizes[0] * 3
 
 
 # ----------------------------------------------------------------------------- ideal vs achieved
 
 def test_ideal_speedup_arithmetic():
-    assert measure.ideal_speedup(100.0, 25.0) == pytest.approx(4 / 3)
-    assert measure.ideal_speedup(100.0, 0.0) == 1.0
-    assert measure.achieved_fraction(100.0, 85.0, 25.0) == pytest.approx(0.6)
+    assert cost.ideal_speedup(100.0, 25.0) == pytest.approx(4 / 3)
+    assert cost.ideal_speedup(100.0, 0.0) == 1.0
+    assert cost.achieved_fraction(100.0, 85.0, 25.0) == pytest.approx(0.6)
     with pytest.raises(ValueError):
-        measure.ideal_speedup(10.0, 10.0)
-    times = measure.ModuleTimes([2.0] * 4, [3.0] * 4, base_decode_ms=40.0, method="test")
+        cost.ideal_speedup(10.0, 10.0)
+    times = cost.ModuleTimes([2.0] * 4, [3.0] * 4, base_decode_ms=40.0, method="test")
     skips = SkipSet(mha=(0, 1), ffn=(3,))
     assert times.removed_ms(skips) == 7.0 and times.ideal_speedup(skips) == pytest.approx(40 / 33)
     assert math.isnan(times.removed_prefill_ms(skips))  # not measured
-    timed = measure.ModuleTimes([2.0] * 4, [3.0] * 4, 40.0, "test", mha_prefill_ms=[5.0] * 4,
+    timed = cost.ModuleTimes([2.0] * 4, [3.0] * 4, 40.0, "test", mha_prefill_ms=[5.0] * 4,
                                 ffn_prefill_ms=[7.0] * 4, base_prefill_ms=100.0)
     assert timed.removed_prefill_ms(skips) == 17.0
-    assert measure.sample_ms(100.0, 3.0, 40.0, tokens=11) == 100.0 + 3.0 + 400.0
-    rep = measure.speedup_report(times, {"eas": (skips, 36.5)})
+    assert cost.sample_ms(100.0, 3.0, 40.0, tokens=11) == 100.0 + 3.0 + 400.0
+    rep = cost.speedup_report(times, {"eas": (skips, 36.5)})
     assert rep.loc["eas", "achieved_fraction"] == pytest.approx(0.5)
     assert rep.loc["eas", "achieved_speedup"] == pytest.approx(40 / 36.5)
 
 
 @pytest.mark.parametrize("method", ["ablation", "hooks"])
 def test_module_times_restore_and_shape(llama, method):
-    target = measure.CausalLMTarget(llama)
+    target = causal_lm.CausalLMTarget(llama)
     apply_skips(llama, SkipSet())
-    times = measure.module_times(target, left_padded(), 4, method=method, repeats=2)
+    times = cost.module_times(target, left_padded(), 4, method=method, repeats=2)
     assert len(times.mha_ms) == len(times.ffn_ms) == 4 and times.method == method
     assert times.base_decode_ms > 0 and all(math.isfinite(v) for v in times.mha_ms + times.ffn_ms)
     if method == "hooks":
         assert all(v > 0 for v in times.mha_ms + times.ffn_ms)
     else:  # the ablation's prefill clocks give the prefill side of the ideal bound
         assert len(times.mha_prefill_ms) == 4 and times.base_prefill_ms > 0
-    from eas.skip import current_skips
+    from eas.method.skip import current_skips
 
     assert current_skips(llama).count() == 0
     apply_skips(llama, SkipSet(mha=(1,)))
     with pytest.raises(ValueError, match="base model"):
-        measure.module_times(target, left_padded(), 4)
+        cost.module_times(target, left_padded(), 4)
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -219,7 +220,7 @@ def test_random_llama_builder_scaled_down(shape):
     # builds a prompt of LLaVA-1.5's length and runs it (the rotary buffers were built, not left empty)
     batch = shapes.llava_prompt(1000, batch=1, visual_tokens=24, text_tokens=6)
     assert batch.input_ids.shape == (1, 30) and shapes.llava_prompt(10).input_ids.shape[1] == 636
-    gen = greedy_generate(measure.CausalLMTarget(model), batch, 3, ignore_eos=True)
+    gen = greedy_generate(causal_lm.CausalLMTarget(model), batch, 3, ignore_eos=True)
     assert gen.tokens.shape == (1, 3)
     assert torch.isfinite(model.model.rotary_emb.inv_freq).all()
 

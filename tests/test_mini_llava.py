@@ -5,10 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from eas import generate, skip
 from eas.data import Example
-from eas.mini_llava import answer_loss
-from eas.skip import SkipSet
+from eas.method import skip
+from eas.method.skip import SkipSet
+from eas.models import generate
+from eas.models.mini_llava import answer_loss
 
 FIXTURES = Path(__file__).parent / "fixtures"
 IMAGES = sorted(str(p) for p in FIXTURES.glob("aid/*/*.jpg"))[:3]
@@ -95,7 +96,7 @@ def test_generation_stops_at_eos(tiny_mini_llava):
 
 
 def test_projector_roundtrip(tmp_path, tiny_mini_llava, tokenizer):
-    from eas.mini_llava import MiniLlava
+    from eas.models.mini_llava import MiniLlava
 
     m = tiny_mini_llava
     path = m.save_projector(tmp_path / "p.safetensors")

@@ -1,12 +1,11 @@
 """Every notebook runs end to end under the smoke profile (papermill, the project's kernel)."""
 
 import json
-import os
 
 import pytest
 
-from eas import io
-from eas.notebooks import notebook_names, run_notebook
+from eas.core import io
+from eas.study.notebooks import notebook_names, run_notebook
 
 pytestmark = pytest.mark.notebooks
 

@@ -10,15 +10,26 @@ import json
 import pytest
 import torch
 
-from eas.pia import randomise_adapters
-from eas import arch
-from eas.generate import greedy_generate
-from eas.mini_llava import Batch, MiniLlava, answer_loss, load_tokenizer, tiny_language_model
-from eas.pia import (
-    AdaptPIA, PIAConfig, PIAConfigError, PIAError, SkipPIA, adapter_state_dict, attach_pia, attach_skip_pia,
-    count_parameters, load_adapters, prompt_context, save_adapters, trainable_parameters,
+from eas.method.pia import (
+    AdaptPIA,
+    PIAConfig,
+    PIAConfigError,
+    PIAError,
+    SkipPIA,
+    adapter_state_dict,
+    attach_pia,
+    attach_skip_pia,
+    count_parameters,
+    load_adapters,
+    prompt_context,
+    randomise_adapters,
+    save_adapters,
+    trainable_parameters,
 )
-from eas.skip import SkipSet, apply_skips
+from eas.method.skip import SkipSet, apply_skips
+from eas.models import arch
+from eas.models.generate import greedy_generate
+from eas.models.mini_llava import Batch, MiniLlava, answer_loss, load_tokenizer, tiny_language_model
 
 CFG = PIAConfig(skip_hidden=8, adapt_hidden=4)
 PROMPT_LENS = (5, 9, 7)  # different lengths -> left padding
@@ -281,8 +292,8 @@ def test_load_onto_a_different_model_fails(tokenizer, tmp_path):
 
 def _snapshot(model):
     """What a failed load must leave alone: the skip set, the adapter objects, their weights, the outputs."""
-    from eas.pia import named_adapters
-    from eas.skip import current_skips
+    from eas.method.pia import named_adapters
+    from eas.method.skip import current_skips
 
     _, tf, _ = make_batches()
     return (current_skips(model), {k: id(v) for k, v in named_adapters(model).items()},
@@ -363,7 +374,14 @@ def test_a_failed_load_names_the_file_and_changes_nothing(tokenizer, tmp_path, d
 # ----------------------------------------------------------------------------- other families
 
 def tiny_hf(kind: str):
-    from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(0)
     common = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=3,

@@ -1,10 +1,9 @@
 """The removal probe's shortcut (re-running only the layers after the removed module) is exact."""
 
-import torch
 
-from eas import probe, skip
 from eas.data import Example
-from eas.skip import SkipSet
+from eas.method import probe, skip
+from eas.method.skip import SkipSet
 
 
 def examples():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from eas.notebooks import notebook_names, run_notebook
-from eas.profiles import PROFILES, ParameterError, notebook_params, profile_values
+from eas.study.notebooks import notebook_names, run_notebook
+from eas.study.profiles import PROFILES, ParameterError, notebook_params, profile_values
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -100,7 +100,8 @@ def test_table3_and_scienceqa_check_specs():
             {("classification", fraction, F.transfer_steps, 100)}
     # the ScienceQA check runs this chapter's budget on ScienceQA, scoring the option letter only
     (label, spec), = P.scienceqa_specs().items()
-    assert label == "LoRA" and spec.method == "lora" and spec.task == "scienceqa" and spec.steps == P.steps and spec.max_new_tokens == 8
+    assert (label == "LoRA" and spec.method == "lora" and spec.task == "scienceqa" and spec.steps == P.steps
+            and spec.max_new_tokens == 8)
     # on ScienceQA (gpu) the Slake column is there, and its EAS row is chapter 2's kind of run (same fields)
     G = notebook_params("07_methods", profile_values("gpu", "07_methods"))
     assert "Slake" in G.transfer_specs() and G.transfer_specs()["Slake"]["LoRA"].task == "vqa"
@@ -125,7 +126,7 @@ def profile_copy(tmp_path, **edits):
     """The real profile files in a temporary directory; `edits` maps a profile to (old, new) replacements."""
     import shutil
 
-    from eas.profiles import PROFILE_DIR
+    from eas.study.profiles import PROFILE_DIR
 
     folder = tmp_path / "profiles"
     shutil.copytree(PROFILE_DIR, folder)
@@ -139,7 +140,7 @@ def profile_copy(tmp_path, **edits):
 
 def test_a_profile_directory_gives_the_same_values(tmp_path):
     folder = profile_copy(tmp_path)
-    from eas.notebooks import notebook_names
+    from eas.study.notebooks import notebook_names
 
     for profile in PROFILES:
         for name in [*notebook_names(), "bench", "latency"]:

@@ -5,14 +5,23 @@ from __future__ import annotations
 import pytest
 import torch
 
-from eas.reparam import forced_decode_logits
-from eas import arch, reparam
-from eas.generate import greedy_generate, prefill
-from eas.mini_llava import Batch, MiniLlava, load_tokenizer, tiny_language_model
-from eas.measure import model_of
-from eas.pia import (PIAConfig, PIAError, SkipPIA, adapt_adapters, attach_pia, prompt_context, skip_adapters,
-                     trainable_parameters)
-from eas.skip import SkipSet
+from eas.method import reparam
+from eas.method.pia import (
+    PIAConfig,
+    PIAError,
+    SkipPIA,
+    adapt_adapters,
+    attach_pia,
+    prompt_context,
+    skip_adapters,
+    trainable_parameters,
+)
+from eas.method.reparam import forced_decode_logits
+from eas.method.skip import SkipSet
+from eas.models import arch
+from eas.models.causal_lm import model_of
+from eas.models.generate import greedy_generate, prefill
+from eas.models.mini_llava import Batch, MiniLlava, load_tokenizer, tiny_language_model
 
 CFG = PIAConfig(skip_hidden=8, adapt_hidden=4)
 SKIPS = SkipSet(mha=(0, 2))  # includes layer 0 (DESIGN.md section 4)
@@ -241,7 +250,8 @@ def test_time_merge_reports_both_times(tokenizer):
 
 
 def test_static_router_merges_exactly_with_one_shared_weight(tokenizer, tmp_path):
-    from eas.pia import PIAConfig as Cfg, load_adapters, save_adapters
+    from eas.method.pia import PIAConfig as Cfg
+    from eas.method.pia import load_adapters, save_adapters
 
     model = tiny_llava(tokenizer, config=Cfg(skip_hidden=8, adapt_hidden=4, merge_strategy="static_router"))
     batch = prompt_batch()
@@ -272,8 +282,14 @@ def test_static_router_merges_exactly_with_one_shared_weight(tokenizer, tmp_path
 # ----------------------------------------------------------------------------- every family, fp64 and fp32
 
 def tiny_causal_lm(family: str):
-    from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
-                              Qwen2ForCausalLM)
+    from transformers import (
+        LlamaConfig,
+        LlamaForCausalLM,
+        MistralConfig,
+        MistralForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     kw = dict(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=64)
@@ -285,8 +301,8 @@ def tiny_causal_lm(family: str):
 
 def family_target(family: str, dtype, tokenizer=None):
     """(generation target, left-padded batch of 3) with skip PIAs on layers 0 and 2, randomised adapters."""
-    from eas.measure import CausalLMTarget
-    from eas.pia import randomise_adapters
+    from eas.method.pia import randomise_adapters
+    from eas.models.causal_lm import CausalLMTarget
 
     if family == "mini-llava":
         target = tiny_llava(tokenizer).to(dtype)
@@ -348,7 +364,7 @@ def test_low_rank_keeps_the_original_weights_and_no_copies(tokenizer):
 
 def test_low_rank_merge_and_decoding_are_cheap_in_flops(tokenizer):
     """Counted, not timed: the per-prompt merge is O(B r d_ff) per layer, never O(d d_ff)."""
-    from eas.measure import counted_flops
+    from eas.measure.cost import counted_flops
 
     model = tiny_llava(tokenizer)
     batch = prompt_batch()
@@ -362,7 +378,7 @@ def test_low_rank_merge_and_decoding_are_cheap_in_flops(tokenizer):
 
 
 def test_bad_strategies_are_refused_with_low_rank_as_the_config(tokenizer):
-    from eas.pia import PIAConfigError
+    from eas.method.pia import PIAConfigError
 
     model = tiny_llava(tokenizer, config=PIAConfig(skip_hidden=8, adapt_hidden=4, merge_strategy="low_rank"))
     batch = prompt_batch()

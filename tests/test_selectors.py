@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from eas import arch, selectors
-from eas.bandit import BanditConfig, BanditSearch
-from eas.mini_llava import Batch, MiniLlava, tiny_language_model
-from eas.skip import SkipError, SkipSet
+from eas.method import selectors
+from eas.method.bandit import BanditConfig, BanditSearch
+from eas.method.skip import SkipError, SkipSet
+from eas.models import arch
+from eas.models.mini_llava import Batch, MiniLlava, tiny_language_model
 
 LAYERS = 6
 
@@ -81,7 +82,7 @@ def test_padding_does_not_change_scores(tokenizer):
 
 
 def test_skipped_modules_score_nan_and_rank_last(tokenizer):
-    from eas.skip import apply_skips
+    from eas.method.skip import apply_skips
 
     model = tiny_llava(tokenizer)
     apply_skips(model, SkipSet(mha=(0,)))
@@ -127,7 +128,7 @@ def test_bandit_selector_wraps_the_search():
 
 
 def test_works_on_a_plain_causal_lm():
-    from eas.measure import CausalLMTarget
+    from eas.models.causal_lm import CausalLMTarget
 
     target = CausalLMTarget(tiny_language_model(seed=0, layers=4, hidden=64))
     plant(target.model, o_proj=[2])
@@ -145,8 +146,8 @@ def qa_examples(n=5):
 
 
 def heldout_loss(model, skips, examples, batch_size=2):
-    from eas import probe
-    from eas.skip import apply_skips
+    from eas.method import probe
+    from eas.method.skip import apply_skips
 
     before = apply_skips(model, skips)
     try:
@@ -158,7 +159,7 @@ def heldout_loss(model, skips, examples, batch_size=2):
 
 @pytest.mark.parametrize("kind", ["mha", "ffn", "layer", "mha_or_ffn"])
 def test_greedy_each_round_is_the_brute_force_best(tiny_mini_llava, kind):
-    from eas.bandit import candidate_skip_set, num_candidates
+    from eas.method.bandit import candidate_skip_set, num_candidates
 
     m, exs, n = tiny_mini_llava, qa_examples(), 4
     k = 3
@@ -185,7 +186,7 @@ def test_greedy_each_round_is_the_brute_force_best(tiny_mini_llava, kind):
 
 
 def test_greedy_first_pick_is_the_probe_best_and_beats_single_removal_top2(tiny_mini_llava):
-    from eas import probe
+    from eas.method import probe
 
     m, exs = tiny_mini_llava, qa_examples()
     frame = probe.removal_probe(m, exs, kinds=("mha",), batch_size=2, progress=False)
@@ -199,7 +200,7 @@ def test_greedy_first_pick_is_the_probe_best_and_beats_single_removal_top2(tiny_
 
 
 def test_greedy_is_deterministic_and_restores_skips(tiny_mini_llava):
-    from eas.skip import apply_skips, current_skips
+    from eas.method.skip import apply_skips, current_skips
 
     m, exs = tiny_mini_llava, qa_examples()
     apply_skips(m, SkipSet(ffn=(1,)))

@@ -1,4 +1,4 @@
-"""eas.stats: paired comparisons with known answers, and the simulations that check its intervals."""
+"""eas.study.stats: paired comparisons with known answers, and the simulations that check its intervals."""
 
 import math
 
@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from eas import stats
+from eas.study import stats
 
 
 def _rng_vector(n, p, seed):
@@ -71,8 +71,9 @@ def test_discordant_counts_from_vectors():
 def _brute_tango_z(b, c, n, delta):
     """Tango's score statistic with the restricted MLE of p01 found numerically (no closed form)."""
     lo, hi = max(0.0, -delta) + 1e-12, (1 - delta) / 2 - 1e-12
-    loglik = lambda p: (b * math.log(p + delta) if b else 0) + (c * math.log(p) if c else 0) + \
-        ((n - b - c) * math.log(1 - 2 * p - delta) if n - b - c else 0)
+    def loglik(p):
+        return (b * math.log(p + delta) if b else 0) + (c * math.log(p) if c else 0) + \
+            ((n - b - c) * math.log(1 - 2 * p - delta) if n - b - c else 0)
     for _ in range(200):  # ternary search: the log-likelihood is concave in p01
         m1, m2 = lo + (hi - lo) / 3, hi - (hi - lo) / 3
         lo, hi = (m1, hi) if loglik(m1) < loglik(m2) else (lo, m2)
@@ -440,7 +441,8 @@ def test_select_then_compare_picks_on_one_half_and_compares_on_the_other():
     assert top.best == "ref" and top.comparison is None and "nothing to compare" in top.verdict()
     # with seeds: only the winner's are asked for
     asked = []
-    seeds = lambda label: asked.append(label) or [fair, pd.Series(_rng_vector(400, 0.5, 2), index=ids)]
+    def seeds(label):
+        return asked.append(label) or [fair, pd.Series(_rng_vector(400, 0.5, 2), index=ids)]
     out = stats.select_then_compare(ref, {"fair": fair, "lucky": good_on_selection},
                                     a_seeds=[ref, ref], candidate_seeds=seeds, claim="no_worse", margin=2.0)
     assert asked == ["lucky"] and out.comparison.seeds_a == 2 and out.comparison.n_items == len(cmp_ids)
@@ -550,20 +552,20 @@ def test_simulation_holm_keeps_the_family_wise_error():
 # ----------------------------------------------------------------------------- finished runs, paired by item
 
 def _fake_run(spec, correct, uids=None):
-    import json
 
     import pandas as pd
 
-    from eas import io
+    from eas.core import io
 
     run = spec.run_dir()
     uids = uids or [f"q{i}" for i in range(len(correct))]
-    io.save_frame(run / "generations.csv", pd.DataFrame({"uid": uids, "prediction": "x", "correct": list(map(bool, correct))}))
+    io.save_frame(run / "generations.csv",
+                  pd.DataFrame({"uid": uids, "prediction": "x", "correct": list(map(bool, correct))}))
     io.write_json(run / "row.json", {"studies": ["t"], "key": spec.key()})
 
 
 def test_compare_runs_pairs_by_uid(tmp_path, monkeypatch):
-    from eas.experiments import ExperimentError, ExperimentSpec, compare_runs, compare_seeds, item_correctness
+    from eas.study.experiments import ExperimentError, ExperimentSpec, compare_runs, compare_seeds, item_correctness
 
     monkeypatch.setenv("EAS_DATA", str(tmp_path))
     base = ExperimentSpec(task="vqa", method="lora", model="tiny", n_eval=6)

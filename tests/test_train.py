@@ -1,4 +1,4 @@
-"""eas.train on the tiny random mini-LLaVA: learning, determinism, exact resume, divergence, frozen base."""
+"""eas.models.train on the tiny random mini-LLaVA: learning, determinism, exact resume, divergence, frozen base."""
 
 import json
 import math
@@ -8,12 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from eas import skip
 from eas.data import Example
-from eas.mini_llava import MiniLlava, answer_loss, tiny_language_model
-from eas.skip import SkipSet
-from eas.train import (TrainConfig, TrainingDiverged, batch_indices, train, trainable_parameter_count,
-                       updated_params_percent)
+from eas.method import skip
+from eas.method.skip import SkipSet
+from eas.models.mini_llava import MiniLlava, answer_loss, tiny_language_model
+from eas.models.train import (
+    TrainConfig,
+    TrainingDiverged,
+    batch_indices,
+    train,
+    trainable_parameter_count,
+    updated_params_percent,
+)
 
 COLOURS = ["red", "blue", "green", "yellow"]
 
@@ -184,7 +190,8 @@ def test_length_grouped_order_pads_less_and_keeps_every_example():
 
     plain, grouped = batches(None), batches(lengths)
     assert sorted(i for bt in grouped for i in bt) == list(range(n))  # an epoch still sees each example once
-    padded = lambda bs: sum(len(bt) * max(lengths[i] for i in bt) for bt in bs)
+    def padded(bs):
+        return sum(len(bt) * max(lengths[i] for i in bt) for bt in bs)
     assert padded(grouped) < 0.8 * padded(plain)
     # the steps do not run from long to short within a chunk: the batches of a chunk are shuffled
     first_chunk = [max(lengths[i] for i in bt) for bt in grouped[:16]]

@@ -12,15 +12,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eas.io import data_root, datasets_dir
-
-from . import classification, scienceqa, vqa
-from ._common import FORMAT_VERSION, DatasetError, DatasetNotFound, Example, build_once
+from eas.core.io import data_root, datasets_dir
+from eas.data import classification, scienceqa, vqa
+from eas.data._common import FORMAT_VERSION, DatasetError, DatasetNotFound, Example, build_once
 
 TASKS = ("scienceqa", "vqa", "classification")
 MODULES = {"scienceqa": scienceqa, "vqa": vqa, "classification": classification}
 
-__all__ = ["Example", "TASKS", "FORMAT_VERSION", "DatasetError", "DatasetNotFound", "build_task", "load_task", "default_sizes"]
+__all__ = ["Example", "TASKS", "FORMAT_VERSION", "DatasetError", "DatasetNotFound", "build_task", "load_task",
+           "default_sizes"]
 
 
 def task_module(name: str):
@@ -46,7 +46,8 @@ def build_task(name: str, root: Path | None = None, *, seed: int = 0, **sizes: i
     unknown = set(sizes) - set(module.DEFAULT_SIZES) - set(options)
     if unknown:
         raise DatasetError(f"unknown sizes {sorted(unknown)} for task {name!r}; it takes "
-                           f"{sorted(module.DEFAULT_SIZES)}" + (f" and optionally {sorted(options)}" if options else ""))
+                           f"{sorted(module.DEFAULT_SIZES)}"
+                           + (f" and optionally {sorted(options)}" if options else ""))
     sizes = {**module.DEFAULT_SIZES, **sizes}
     if any(not isinstance(v, int) or v < 1 for v in sizes.values()):
         raise DatasetError(f"sizes must be positive integers, got {sizes}")

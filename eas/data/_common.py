@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from eas.io import atomic_path, write_json
+from eas.core.io import atomic_path, write_json
 
 SPLITS = ("train", "val", "test")
 MARKER = ".eas_build.json"  # written last: its presence with matching params means "build complete"

@@ -21,7 +21,16 @@ from pathlib import Path
 
 from PIL import Image
 
-from ._common import DatasetError, DatasetNotFound, Example, check_split, require_dir, save_image, seeded_rng, take
+from eas.data._common import (
+    DatasetError,
+    DatasetNotFound,
+    Example,
+    check_split,
+    require_dir,
+    save_image,
+    seeded_rng,
+    take,
+)
 
 LAYOUT = "root/{ClassName}/{classname}_{n}.jpg: one folder per class, holding that class's images"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -58,13 +67,15 @@ def class_images(folder: Path) -> list[Path]:
     return images
 
 
-def split_class(images: list[Path], split: str, seed: int, train_fraction: float, val_fraction: float, name: str) -> list[Path]:
+def split_class(images: list[Path], split: str, seed: int, train_fraction: float, val_fraction: float,
+                name: str) -> list[Path]:
     order = list(images)
     seeded_rng(seed, "classification", name).shuffle(order)
     n_train = round(train_fraction * len(order))
     n_val = max(1, round(val_fraction * len(order))) if val_fraction > 0 else 0
     if n_train + n_val >= len(order):
-        raise DatasetError(f"class {name} has only {len(order)} images: too few for train_fraction={train_fraction} plus a val slice and a test part")
+        raise DatasetError(f"class {name} has only {len(order)} images: too few for train_fraction={train_fraction} "
+                           "plus a val slice and a test part")
     bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val), "test": (n_train + n_val, len(order))}
     start, stop = bounds[split]
     return order[start:stop]
@@ -81,7 +92,8 @@ def load(
 ) -> list[Example]:
     check_split(split)
     if not (0 < train_fraction < 1 and 0 <= val_fraction < 1):
-        raise DatasetError(f"train_fraction must be in (0, 1) and val_fraction in [0, 1); got {train_fraction}, {val_fraction}")
+        raise DatasetError(f"train_fraction must be in (0, 1) and val_fraction in [0, 1); "
+                           f"got {train_fraction}, {val_fraction}")
     root = require_dir(Path(root), LAYOUT)
     folders = class_folders(root)
     classes = [display_name(f.name) for f in folders]
@@ -122,7 +134,8 @@ def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
     images, labels = animal_mnist_arrays()
     for label, folder in enumerate(ANIMAL_CLASSES):
         indices = [int(i) for i in (labels == label).nonzero()[0]]
-        chosen = sorted(seeded_rng(seed, "classification", "build", folder).sample(indices, min(sizes["per_class"], len(indices))))
+        chosen = sorted(seeded_rng(seed, "classification", "build", folder)
+                        .sample(indices, min(sizes["per_class"], len(indices))))
         for n, index in enumerate(chosen, start=1):
             picture = Image.fromarray(images[index]).convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
             save_image(picture, root / folder / f"{folder.lower()}_{n}.jpg", "JPEG", quality=95)

@@ -28,9 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from eas.io import write_bytes, write_json
+import pandas as pd
 
-from ._common import (
+from eas.core.io import write_bytes, write_json
+from eas.data._common import (
     DatasetError,
     DatasetNotFound,
     Example,
@@ -138,7 +139,8 @@ def read_release(root: Path) -> tuple[dict, dict]:
     problems = read_json(root / "problems.json", LAYOUT)
     splits = read_json(root / "pid_splits.json", LAYOUT)
     if not isinstance(problems, dict) or not isinstance(splits, dict):
-        raise DatasetError(f"{root}/problems.json and pid_splits.json must hold JSON objects; expected layout: {LAYOUT}")
+        raise DatasetError(f"{root}/problems.json and pid_splits.json must hold JSON objects; "
+                           f"expected layout: {LAYOUT}")
     return problems, splits
 
 
@@ -189,11 +191,9 @@ def _kind_of(template: str, field: str) -> str:
     return template.split("/", 1)[0] if field == "template" else template
 
 
-def template_counts(root: Path, *, field: str = "template") -> "pd.DataFrame":
+def template_counts(root: Path, *, field: str = "template") -> pd.DataFrame:
     """One row per template: its question kind, how many problems of each split use it, and whether
     train uses it (`seen`). Sorted by kind, then template."""
-    import pandas as pd
-
     problems, splits = read_release(root)
     rows: dict[str, dict] = {}
     for split in splits:
@@ -407,7 +407,8 @@ def state_of_matter(rng, n, picture):
     correct = rng.choice(MATTER[state])
     wrong = [(rng.choice(MATTER[s]), s) for s in others]
     why_not = " ".join(f"{w.capitalize()} is a {s}, because it {MATTER_TRAITS[s]}." for w, s in wrong[:2])
-    solution = f"A {state} {MATTER_TRAITS[state]}. {correct.capitalize()} behaves this way, so it is a {state}. {why_not}"
+    solution = (f"A {state} {MATTER_TRAITS[state]}. {correct.capitalize()} behaves this way, so it is a {state}. "
+                f"{why_not}")
     return Draft({"state": state}, correct, [w for w, _ in wrong], solution)
 
 
@@ -418,12 +419,14 @@ def thermal_energy(rng, n, picture):
     most = rng.random() < 0.5
     pick = temps.index(max(temps) if most else min(temps))
     readings = "; ".join(f"the one in the {p} reached {t}°C" for p, t in zip(places, temps))
-    hint = f"{name} filled {n} identical bottles with the same amount of water and left them in different places: {readings}."
+    hint = (f"{name} filled {n} identical bottles with the same amount of water and left them in different places: "
+            f"{readings}.")
     word = "most" if most else "least"
     others = [f"{t}°C in the {p}" for i, (p, t) in enumerate(zip(places, temps)) if i != pick]
     solution = (
         f"The bottles hold the same amount of the same water, so the {'warmer' if most else 'colder'} a bottle is, "
-        f"the {'more' if most else 'less'} thermal energy it has. The bottle in the {places[pick]} was at {temps[pick]}°C, "
+        f"the {'more' if most else 'less'} thermal energy it has. "
+        f"The bottle in the {places[pick]} was at {temps[pick]}°C, "
         f"{'warmer' if most else 'colder'} than {join_words(others)}, so it has the {word} thermal energy."
     )
     options = [f"the bottle in the {p}" for p in places]
@@ -443,7 +446,8 @@ def plant_growth(rng, n, picture):
     sum_text = " + ".join(str(w) for w in weeks)
     solution = (
         f"To find how much the plant grew in all, add the growth of each week: {sum_text} = {total}. "
-        f"The plant therefore grew {total} centimeters over the {len(weeks)} weeks that {name} measured; the other totals come from adding wrongly."
+        f"The plant therefore grew {total} centimeters over the {len(weeks)} weeks that {name} measured; "
+        "the other totals come from adding wrongly."
     )
     return Draft({"weeks": len(weeks)}, f"{total} centimeters", wrong, solution, hint=hint)
 
@@ -467,7 +471,8 @@ def continent_of(rng, n, picture):
     solution = (
         f"{country} lies on the continent of {continent}, together with countries such as {join_words(neighbours)}. "
         f"Its capital, {capital}, is in {continent} as well. {join_words(others)} "
-        f"{'is a different continent' if len(others) == 1 else 'are different continents'}, and {country} is not part of them."
+        f"{'is a different continent' if len(others) == 1 else 'are different continents'}, "
+        f"and {country} is not part of them."
     )
     return Draft({"country": country}, continent, others, solution)
 
@@ -486,7 +491,8 @@ def cheapest_stand(rng, n, picture):
         f"should buy {item} there and keep more money for other things."
     )
     options = [f"at {s}'s stand" for s in sellers]
-    return Draft({"buyer": buyer, "item": item}, options[pick], options[:pick] + options[pick + 1 :], solution, hint=hint)
+    return Draft({"buyer": buyer, "item": item}, options[pick], options[:pick] + options[pick + 1 :], solution,
+                 hint=hint)
 
 
 def alphabetical_first(rng, n, picture):
@@ -495,13 +501,19 @@ def alphabetical_first(rng, n, picture):
     runner = min(w for w in words if w != first)
     k = next((i for i, (a, b) in enumerate(zip(first, runner)) if a != b), min(len(first), len(runner)))
     if k == 0:
-        detail = f"'{first}' starts with '{first[0]}', which comes before the first letters of {join_words([repr(w) for w in words if w != first])}."
+        detail = (
+            f"'{first}' starts with '{first[0]}', which comes before the first letters of "
+            f"{join_words([repr(w) for w in words if w != first])}."
+        )
     else:
         detail = (
             f"'{first}' and '{runner}' both start with '{first[:k]}', so look at the next letter: "
             f"'{first[k]}' comes before '{runner[k]}' in the alphabet."
         )
-    solution = f"To put words in alphabetical order, compare them letter by letter, starting with the first letter. {detail} So '{first}' comes first."
+    solution = (
+        "To put words in alphabetical order, compare them letter by letter, starting with the first letter. "
+        f"{detail} So '{first}' comes first."
+    )
     return Draft({}, first, [w for w in words if w != first], solution)
 
 
@@ -510,7 +522,8 @@ def odd_rhyme(rng, n, picture):
     rhyming = rng.sample(RHYMES[family], min(n - 1, len(RHYMES[family])))
     odd = rng.choice(RHYMES[other])
     solution = (
-        f"Words rhyme when they end with the same sound. {join_words(rhyming).capitalize()} {'both' if len(rhyming) == 2 else 'all'} end with the '-{family}' sound, "
+        f"Words rhyme when they end with the same sound. {join_words(rhyming).capitalize()} "
+        f"{'both' if len(rhyming) == 2 else 'all'} end with the '-{family}' sound, "
         f"so they rhyme. '{odd}' ends with the '-{other}' sound instead, so it does not rhyme with the others."
     )
     return Draft({}, odd, rhyming, solution)
@@ -531,8 +544,10 @@ def sentence_adjective(rng, n, picture):
     verb, place = rng.choice(SENTENCE_VERBS), rng.choice(SENTENCE_PLACES)
     hint = f"Read the sentence: The {adj} {animal} {verb} by the {place}."
     solution = (
-        f"An adjective describes a noun. In this sentence '{adj}' tells what the {animal} is like, so it is the adjective. "
-        f"'{animal}' and '{place}' are nouns that name things, and '{verb}' is a verb that tells what the {animal} does."
+        f"An adjective describes a noun. In this sentence '{adj}' tells what the {animal} is like, "
+        "so it is the adjective. "
+        f"'{animal}' and '{place}' are nouns that name things, "
+        f"and '{verb}' is a verb that tells what the {animal} does."
     )
     wrong = rng.sample([animal, verb, place], min(n - 1, 3))
     return Draft({}, adj, wrong, solution, hint=hint)
@@ -542,7 +557,10 @@ def picture_shape(rng, n, picture):
     pic = picture()
     wrong = rng.sample([s for s in SHAPE_FACTS if s != pic.shape], n - 1)
     why_not = " ".join(f"It is not a {w}: {SHAPE_FACTS[w]}." for w in wrong[:1])
-    solution = f"Look at the outline of the {pic.color} figure in the image; {SHAPE_FACTS[pic.shape]}. The figure matches this, so it is a {pic.shape}. {why_not}"
+    solution = (
+        f"Look at the outline of the {pic.color} figure in the image; {SHAPE_FACTS[pic.shape]}. "
+        f"The figure matches this, so it is a {pic.shape}. {why_not}"
+    )
     return Draft({}, pic.shape, wrong, solution, image=pic.path)
 
 
@@ -550,7 +568,8 @@ def picture_color(rng, n, picture):
     pic = picture()
     wrong = rng.sample([c for c in COLORS if c != pic.color], n - 1)
     solution = (
-        f"The {pic.shape} in the image is filled with one colour, and {COLOR_FACTS[pic.color]}. The fill of the {pic.shape} is {pic.color}. "
+        f"The {pic.shape} in the image is filled with one colour, and {COLOR_FACTS[pic.color]}. "
+        f"The fill of the {pic.shape} is {pic.color}. "
         f"The plain background around it does not count, and the other option{'s' if len(wrong) > 1 else ''}, "
         f"{join_words(wrong)}, {'do' if len(wrong) > 1 else 'does'} not match the fill."
     )
@@ -562,7 +581,8 @@ def picture_corners(rng, n, picture):
     corners = SHAPE_CORNERS[pic.shape]
     wrong = rng.sample([str(k) for k in range(7) if k != corners], n - 1)
     solution = (
-        f"The image shows a {pic.color} {pic.shape}, and {SHAPE_FACTS[pic.shape]}. A corner is a point where two straight sides meet; "
+        f"The image shows a {pic.color} {pic.shape}, and {SHAPE_FACTS[pic.shape]}. "
+        "A corner is a point where two straight sides meet; "
         f"counting those points on the {pic.shape} gives {corners}."
     )
     return Draft({}, str(corners), wrong, solution, image=pic.path)
@@ -598,7 +618,8 @@ PHRASINGS = {
                            "If you sorted these words from A to Z, which would be first?"),
     "picture_color": ("What color is the shape in the image?", "Which colour is the figure in the picture?",
                       "What is the colour of the shape shown?"),
-    "state_of_matter": ("Which of these is a {state}?", "Select the {state}.", "Which one of these things is a {state}?"),
+    "state_of_matter": ("Which of these is a {state}?", "Select the {state}.",
+                        "Which one of these things is a {state}?"),
     "cheapest_stand": ("Where can {buyer} buy {item} for the least money?",
                        "Which stand sells {item} to {buyer} at the lowest price?",
                        "Where should {buyer} go to pay the least for {item}?"),

@@ -16,9 +16,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from eas.io import write_json
-
-from ._common import (
+from eas.core.io import write_json
+from eas.data._common import (
     DatasetError,
     DatasetNotFound,
     Example,
@@ -76,7 +75,8 @@ def load(root: Path, split: str, *, limit: int | None = None) -> list[Example]:
     if not isinstance(items, list):
         raise DatasetError(f"{source} must hold a JSON list; expected layout: {LAYOUT}")
     # filter before `limit`, so limit counts English questions
-    english = [(i, item) for i, item in enumerate(items) if not isinstance(item, dict) or item.get("q_lang", "en") == "en"]
+    english = [(i, item) for i, item in enumerate(items)
+               if not isinstance(item, dict) or item.get("q_lang", "en") == "en"]
     return [to_example(root, i, item, source) for i, item in take(english, limit)]
 
 
@@ -104,7 +104,8 @@ def balanced_sample(questions: list, n: int, rng) -> list:
     picked = []
     for kind, pool in pools.items():
         if wanted[kind] > len(pool):
-            raise DatasetError(f"easy-vqa has only {len(pool)} {kind} questions for this split; asked for {wanted[kind]}")
+            raise DatasetError(f"easy-vqa has only {len(pool)} {kind} questions for this split; "
+                               f"asked for {wanted[kind]}")
         picked += rng.sample(pool, wanted[kind])
     rng.shuffle(picked)
     return picked
@@ -143,7 +144,8 @@ def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
                 "modality": "Drawing",
                 "answer_type": "CLOSED" if closed else "OPEN",
                 "base_type": "vqa",
-                "content_type": "Presence" if closed else ("Shape" if answer in ("circle", "rectangle", "triangle") else "Color"),
+                "content_type": "Presence" if closed else (
+                    "Shape" if answer in ("circle", "rectangle", "triangle") else "Color"),
                 "triple": ["vhead", "_", "_"],
                 "qid": qid,
             })

@@ -1,0 +1,98 @@
+"""Building the study's models by name, with their trained parts cached.
+
+    mini-llava  the real pretrained embedded model (eas.models.mini_llava); its projector is aligned once
+                (stage 1) and cached, keyed by the alignment parameters
+    tiny        a randomly initialised 4-layer LLaMA with the same tokenizer and vision path, for
+                unit tests and the smoke profile (seconds, meaningless answers)
+    <path or hub id of a LLaVA-1.5 checkpoint>, e.g. llava-hf/llava-1.5-7b-hf
+                a real LlavaForConditionalGeneration behind the same interface (eas.models.llava)
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from eas.core import io
+from eas.models.align import caption_examples, train_projector
+from eas.models.llava import LlavaTarget
+from eas.models.mini_llava import MiniLlava, load_language_model, load_tokenizer, tiny_language_model
+
+MODEL_NAMES = ("mini-llava", "tiny")
+
+
+@dataclass(frozen=True)
+class AlignConfig:
+    captions: int = 4000
+    steps: int = 250
+    batch_size: int = 16
+    lr: float = 2e-3
+    seed: int = 0
+
+
+def is_llava_checkpoint(name: str) -> bool:
+    """A local LLaVA folder (its config names LlavaForConditionalGeneration) or a llava hub id."""
+    path = Path(name)
+    if (path / "config.json").is_file():
+        return "LlavaForConditionalGeneration" in (path / "config.json").read_text()
+    return "llava" in name.lower() and "/" in name and not path.exists()
+
+
+def check_model_name(name: str) -> str:
+    if name in MODEL_NAMES or is_llava_checkpoint(name):
+        return name
+    raise ValueError(
+        f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}, or the path / hub id of a "
+        "LLaVA-1.5 checkpoint (a folder whose config.json names LlavaForConditionalGeneration)"
+    )
+
+
+def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignConfig | None = None,
+               seed: int = 0, progress: bool = True):
+    check_model_name(name)
+    if name not in MODEL_NAMES:
+
+        cuda = torch.cuda.is_available()
+        return LlavaTarget.from_pretrained(name, dtype=torch.float16 if cuda else torch.float32,
+                                           device="cuda" if cuda else None).requires_grad_(False)
+    if not isinstance(visual_grid, int) or not 1 <= visual_grid <= 7:
+        raise ValueError(f"visual_grid must be an integer in 1..7 (EfficientNet-Lite0's grid is 7x7); "
+                         f"got {visual_grid!r}")
+    if name == "tiny":
+        torch.manual_seed(seed)
+        return MiniLlava(tiny_language_model(seed), load_tokenizer(), visual_grid).eval()
+    lm, tokenizer = load_language_model()
+    model = MiniLlava(lm, tokenizer, visual_grid).eval()
+    model.requires_grad_(False)
+    align = align or AlignConfig()
+    params = {"visual_grid": visual_grid, **asdict(align)}
+    path = io.cache_dir("projector") / f"projector-{io.key_of(params)}.safetensors"
+    if path.exists():
+        model.load_projector(path)
+    else:
+
+        torch.manual_seed(align.seed)  # the projector's initial weights are part of the cache key's run
+        for layer in model.projector:
+            if hasattr(layer, "reset_parameters"):
+                layer.reset_parameters()
+        losses = train_projector(model, caption_examples(align.captions, align.seed), steps=align.steps,
+                                 batch_size=align.batch_size, lr=align.lr, seed=align.seed, progress=progress)
+        io.write_json(path.with_suffix(".json"), {"params": params, "losses": losses})
+        model.save_projector(path, extra=params)
+    return model
+
+
+def alignment_log(visual_grid: int = 2, align: AlignConfig | None = None) -> dict | None:
+    """The cached alignment run's parameters and loss curve, if it has been trained."""
+    params = {"visual_grid": visual_grid, **asdict(align or AlignConfig())}
+    path = io.cache_dir("projector") / f"projector-{io.key_of(params)}.json"
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+def parameter_counts(model) -> dict[str, int]:
+    total = sum(p.numel() for p in model.parameters())
+    proj = sum(p.numel() for p in model.projector.parameters()) if hasattr(model, "projector") else 0
+    return {"language_model": total - proj, "projector": proj, "total": total}
