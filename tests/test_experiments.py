@@ -281,6 +281,6 @@ def test_chance_check_of_a_finished_run(factory):
         chance_check(s)
     run_experiment(s, model_factory=factory, progress=False)
     c = chance_check(s)
-    correct = item_correctness(s)
+    correct = item_correctness(s).set_index("uid").correct.astype(int)
     assert c["n"] == len(correct) == s.n_eval and c["accuracy"] == pytest.approx(100 * correct.mean())
     assert 0 < c["chance"] < 100 and math.isfinite(c["z"]) and c["above_chance"] == (c["z"] > 2)

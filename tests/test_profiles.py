@@ -177,3 +177,52 @@ def test_a_section_must_be_a_mapping(tmp_path):
     folder = profile_copy(tmp_path, smoke=("\n01_base_model:", "\n01_base_model: 3\nold_01:"))
     with pytest.raises(ParameterError, match="section '01_base_model' holds 3; expected a mapping"):
         profile_values("smoke", "01_base_model", folder)
+
+
+def test_one_source_of_defaults_the_dataclasses_are_the_cpu_profile():
+    """A notebook's parameters cell holds only `profile`: every value comes from its dataclass, overridden by the
+    profile file. The dataclass defaults are the cpu profile, so the two can never disagree."""
+    import dataclasses
+    import json
+
+    from eas.study.profiles import NOTEBOOK_PARAMS, SOURCE_DIR
+
+    for name in notebook_names():
+        defaults = dataclasses.asdict(NOTEBOOK_PARAMS[name]())
+        cpu = profile_values("cpu", name)
+        assert {k: defaults[k] for k in cpu} == cpu, name
+        cell = json.loads((SOURCE_DIR / f"{name}.ipynb").read_text())["cells"][1]
+        assert "parameters" in cell["metadata"]["tags"]
+        code = [line for line in "".join(cell["source"]).splitlines() if line and not line.startswith("#")]
+        assert code == ['profile = "cpu"'], name
+
+
+def test_parameters_resolve_default_then_profile_then_notebook():
+    from eas.study.profiles import parameter_table, resolve_params
+
+    values, source = resolve_params("02_redundancy", {"profile": "smoke", "k": 1})
+    assert values["model"] == profile_values("smoke", "02_redundancy")["model"] == "tiny"
+    assert source["model"] == "smoke.yaml" and source["k"] == "set in the notebook" and values["k"] == 1
+    assert source["parity_margin"] == "default"
+    table = parameter_table("02_redundancy", {"profile": "smoke", "k": 1})
+    assert table.loc["k", "value"] == "1" and table.loc["k", "from"] == "set in the notebook"
+    with pytest.raises(ParameterError, match="k='2' has type str"):
+        notebook_params("02_redundancy", {"profile": "smoke", "k": "2"})
+
+
+def test_rendered_pages_fold_code_and_drop_the_parameter_cells():
+    import nbformat
+
+    from eas.study.notebooks import tag_for_reading
+
+    nb = nbformat.v4.new_notebook(cells=[
+        nbformat.v4.new_markdown_cell("# q"),
+        nbformat.v4.new_code_cell("profile = 'cpu'", metadata={"tags": ["parameters"]}),
+        nbformat.v4.new_code_cell("profile = 'smoke'", metadata={"tags": ["injected-parameters"]}),
+        nbformat.v4.new_code_cell("x = 1"),
+        nbformat.v4.new_code_cell("show()", metadata={"tags": ["remove-input"]}),
+    ])
+    tag_for_reading(nb)
+    tags = [c.metadata.get("tags", []) for c in nb.cells]
+    assert tags == [[], ["parameters", "remove-cell"], ["injected-parameters", "remove-cell"], ["hide-input"],
+                    ["remove-input"]]

@@ -573,7 +573,8 @@ def test_compare_runs_pairs_by_uid(tmp_path, monkeypatch):
     _fake_run(a, [1, 1, 1, 1, 0, 1])
     # B's generations in another order: pairing must follow the uids
     _fake_run(b, [0, 0, 1, 1, 0, 1], uids=["q5", "q4", "q3", "q2", "q1", "q0"])
-    assert item_correctness(b).loc["q0"] == 1 and item_correctness(b).loc["q5"] == 0
+    stored = item_correctness(b).set_index("uid").correct
+    assert stored.loc["q0"] and not stored.loc["q5"]
     row = compare_runs(a, b)
     assert row["a_only"] == 2 and row["b_only"] == 0  # q1 and q5 right for A only; q4 wrong for both
     assert row["p"] == pytest.approx(0.5) and row["p_kind"] == "exact McNemar"
@@ -586,3 +587,14 @@ def test_compare_runs_pairs_by_uid(tmp_path, monkeypatch):
         compare_runs(a, base.replace(method="mam"))
     with pytest.raises(ExperimentError, match="different tasks"):
         compare_runs(a, base.replace(sizes={"test": 3}))
+    # an empty correctness cell and a duplicated item are named, never counted or cross-paired
+    c, d = base.replace(method="mam"), base.replace(method="full")
+    _fake_run(c, [1, 1, 1, 1, 0, 1])
+    frame = pd.read_csv(c.run_dir() / "generations.csv", dtype={"uid": str, "correct": object})
+    frame.loc[2, "correct"] = None
+    frame.to_csv(c.run_dir() / "generations.csv", index=False)
+    with pytest.raises(stats.StatsError, match="q2"):
+        compare_runs(c, a)
+    _fake_run(d, [1, 1, 1, 1, 0, 1], uids=["q0", "q1", "q1", "q3", "q4", "q5"])
+    with pytest.raises(stats.StatsError, match="q1"):
+        compare_runs(d, a)

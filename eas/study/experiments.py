@@ -622,42 +622,37 @@ def gap_se(acc_a: float, acc_b: float, n: int) -> float:
 GENERATIONS_FILE = "generations.csv"
 
 
-def item_correctness(spec: ExperimentSpec) -> pd.Series:
-    """A finished run's per-item correctness (0/1), indexed by example uid in test-split order, read from its
-    generations.csv: what `compare_runs` pairs two runs on."""
+def item_correctness(spec: ExperimentSpec) -> pd.DataFrame:
+    """A finished run's per-item correctness, as stored in its generations.csv: columns uid and correct (test-split
+    order). Read as it is, so that `eas.study.stats.pair_by_item` sees an empty or malformed cell and says so."""
     path = spec.run_dir() / GENERATIONS_FILE
     if not (spec.run_dir() / ROW_FILE).exists() or not path.exists():
         raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}, seed {spec.seed}) is not finished: "
                               "run it first.")
-    frame = pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
-    return pd.Series(frame.correct.astype(bool).astype(int).to_numpy(), index=frame.uid, name=spec.key())
+    return pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
 
 
 def chance_check(spec: ExperimentSpec) -> dict:
     """A finished run against uniform guessing on its own test items: accuracy and chance (points), and z, how
     many standard deviations the number correct lies above chance (eas.data.evaluate.chance_z; above 2: not luck)."""
 
-    correct = item_correctness(spec)
+    correct = stats.pair_by_item(item_correctness(spec), item_correctness(spec)).a
     examples = load_data(spec)["test"]
-    z = chance_z(spec.task, examples, correct.to_numpy())
+    z = chance_z(spec.task, examples, correct)
     return {"accuracy": 100.0 * float(correct.mean()), "chance": chance_accuracy(spec.task, examples), "z": z,
             "n": int(len(correct)), "above_chance": bool(z > 2)}
 
 
 def _aligned(specs_a: list, specs_b: list) -> tuple:
+    """(seeds x items) correctness of A's and B's runs, paired by item id: duplicate ids, empty cells and items
+    that some run lacks are errors naming them (eas.study.stats.pair_by_item)."""
     if not specs_a or not specs_b:
         raise ExperimentError("compare needs at least one finished run on each side.")
     tasks = {(s.task, s.data_seed, json.dumps(s.sizes, sort_keys=True)) for s in [*specs_a, *specs_b]}
     if len(tasks) != 1:
         raise ExperimentError(f"runs on different tasks or test splits cannot be paired: {sorted(tasks)}.")
-    series = [item_correctness(s) for s in [*specs_a, *specs_b]]
-    common = series[0].index
-    for x in series[1:]:
-        common = common[common.isin(x.index)]
-    if len(common) == 0:
-        raise ExperimentError("the runs share no test items.")
-    matrix = np.stack([x.loc[common].to_numpy() for x in series])
-    return matrix[:len(specs_a)], matrix[len(specs_a):]
+    paired = stats.pair_by_item([item_correctness(s) for s in specs_a], [item_correctness(s) for s in specs_b])
+    return paired.a, paired.b
 
 
 def compare_seeds(specs_a: list, specs_b: list, *, claim: str = "better", margin: float = 0.0,
@@ -803,11 +798,10 @@ def evaluate_static_router(spec: ExperimentSpec, *, calibration: int = 64,
     return result
 
 
-def static_router_correctness(spec: ExperimentSpec, calibration: int = 64) -> pd.Series:
-    """Per-item correctness (0/1 by uid) of `evaluate_static_router(spec, calibration=...)`, to pair with the
-    run's own per-prompt routing (`item_correctness(spec)`)."""
+def static_router_correctness(spec: ExperimentSpec, calibration: int = 64) -> pd.DataFrame:
+    """Per-item correctness (uid, correct) of `evaluate_static_router(spec, calibration=...)`, to pair with the
+    run's own per-prompt routing (`item_correctness(spec)`) through `eas.study.stats.pair_by_item`."""
     path = spec.run_dir() / f"static_router-{calibration}.csv"
     if not path.exists():
         raise ExperimentError(f"no static-router evaluation stored for {spec.key()}: call evaluate_static_router.")
-    frame = pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})
-    return pd.Series(frame.correct.astype(bool).astype(int).to_numpy(), index=frame.uid, name=f"{spec.key()}-static")
+    return pd.read_csv(path, usecols=["uid", "correct"], dtype={"uid": str})

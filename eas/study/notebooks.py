@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 
+import nbformat
+
 from eas import versions
 from eas.core.io import REPO_ROOT
 from eas.study.profiles import PROFILES, SOURCE_DIR, ParameterError, notebook_names, profile_values
@@ -27,7 +29,8 @@ def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel:
 
     if name not in notebook_names():
         raise ParameterError(f"no notebook {name!r} in {SOURCE_DIR}; expected one of {', '.join(notebook_names())}.")
-    params = profile_values(profile, name)
+    profile_values(profile, name)  # a bad profile file fails here, before a kernel starts
+    params = {"profile": profile}  # the notebook reads the rest itself (eas.study.profiles.resolve_params)
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{name}.ipynb"
     tmp = output_dir / f".{name}.running.ipynb"
@@ -38,13 +41,32 @@ def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel:
     return out
 
 
+# How the rendered page shows a cell (jupyter-book 1.x tags): code folded away, the papermill parameter cells
+# removed (the notebook displays its parameters as a table instead).
+HIDDEN_CODE, REMOVED = "hide-input", "remove-cell"
+PARAMETER_TAGS = ("parameters", "injected-parameters")
+
+
+def tag_for_reading(nb) -> None:
+    """Tag an executed notebook's cells for the book: every code cell's input folded (`hide-input`), the
+    parameters cell and papermill's injected one removed. Cells that already carry a display tag keep it."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        tags = list(cell.metadata.get("tags", []))
+        if any(t in tags for t in PARAMETER_TAGS):
+            tags.append(REMOVED)
+        elif not any(t.startswith(("hide-", "remove-")) for t in tags):
+            tags.append(HIDDEN_CODE)
+        cell.metadata["tags"] = list(dict.fromkeys(tags))
+
+
 def record_environment(path: Path, profile: str) -> None:
-    """Keep the profile and the library versions in the executed notebook's metadata."""
-    import nbformat
-
-
+    """Keep the profile and the library versions in the executed notebook's metadata, and tag its cells for
+    the book (`tag_for_reading`)."""
     nb = nbformat.read(str(path), as_version=4)
     nb.metadata["eas"] = {"profile": profile, "versions": versions()}
+    tag_for_reading(nb)
     nbformat.write(nb, str(path))
 
 

@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+import pandas as pd
+
 from eas import versions_line
 from eas.core.io import REPO_ROOT
 from eas.data import TASKS
@@ -139,7 +141,7 @@ class LatencyParams:
     profile: str = "cpu"
     scales: dict = field(default_factory=lambda: {
         "mini-llava": {},
-        "llama-1b": {"batches": [1], "ks": [8, 12], "das_ks": [4], "visual_tokens": 64, "text_tokens": 32,
+        "llama-1b": {"batches": [1], "ks": [12], "das_ks": [4], "visual_tokens": 64, "text_tokens": 32,
                      "new_tokens": 8, "repeats": 2},
     })
     methods: list = field(default_factory=lambda: ["base", "lora", "adapter", "mam", "das", "skip-only",
@@ -219,18 +221,36 @@ def _check(name: str, value, expected) -> None:
                 raise ParameterError(f"parameter {name}[{task!r}]={v!r}; expected {what}.")
 
 
-def notebook_params(notebook: str, namespace: dict):
-    """Collect and validate a notebook's parameters from its namespace (e.g. `globals()`)."""
+def resolve_params(notebook: str, namespace: dict) -> tuple[dict, dict]:
+    """A notebook's parameter values and where each comes from: the dataclass default, overridden by the
+    profile's section (`profile` from the namespace, default cpu), overridden by any parameter the namespace
+    sets itself (a papermill `-p name value`, or a line added to the parameters cell)."""
     if notebook not in NOTEBOOK_PARAMS:
         raise ParameterError(f"no parameters are defined for notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMS)}")
     cls = NOTEBOOK_PARAMS[notebook]
     hints = typing.get_type_hints(cls)
-    values = {}
+    profile = namespace.get("profile", cls.profile)
+    _check("profile", profile, hints["profile"])
+    values = {f.name: getattr(cls(), f.name) for f in fields(cls)}
+    source = dict.fromkeys(values, "default")
+    from_profile = profile_values(profile, notebook)
+    for name, value in from_profile.items():
+        if name != "profile" and value != values[name]:
+            source[name] = f"{profile}.yaml"
+        values[name] = value
     for f in fields(cls):
-        if f.name in namespace:
-            _check(f.name, namespace[f.name], hints[f.name])
-            values[f.name] = namespace[f.name]
-    params = cls(**values)
+        if f.name in namespace and f.name != "profile" and namespace[f.name] != values[f.name]:
+            values[f.name], source[f.name] = namespace[f.name], "set in the notebook"
+    for name, value in values.items():
+        _check(name, value, hints[name])
+    return values, source
+
+
+def notebook_params(notebook: str, namespace: dict):
+    """A notebook's validated parameters (see `resolve_params`), e.g. `P = notebook_params("02_redundancy",
+    globals())`; the values live in the dataclasses below and the profile files, not in the notebook."""
+    values, _ = resolve_params(notebook, namespace)
+    params = NOTEBOOK_PARAMS[notebook](**values)
     if hasattr(params, "probe_task"):
 
         if params.probe_task not in TASKS:
@@ -244,6 +264,14 @@ def notebook_params(notebook: str, namespace: dict):
 
     print(versions_line())  # every executed notebook records the stack it ran on
     return params
+
+
+def parameter_table(notebook: str, namespace: dict) -> pd.DataFrame:
+    """The parameters a notebook ran with, one row each: value and where it came from (for the rendered page,
+    which shows this table instead of code)."""
+    values, source = resolve_params(notebook, namespace)
+    return pd.DataFrame({"value": [repr(v) for v in values.values()], "from": list(source.values())},
+                        index=pd.Index(list(values), name="parameter"))
 
 
 def profile_values(profile: str, notebook: str, directory: str | Path | None = None) -> dict:
@@ -339,8 +367,8 @@ class FineTuneParams:
     lr: float = 0.001
     skip_hidden: int = 32
     adapt_hidden: int = 8
-    bandit_warmup_steps: int = 12  # supernet steps with random skip sets
-    bandit_comparisons: int = 4
+    bandit_warmup_steps: int = 40  # supernet steps with random skip sets
+    bandit_comparisons: int = 16
     bandit_m: int = 3
     bandit_T: int = 4
     bandit_lr: float = 20.0
@@ -437,6 +465,11 @@ class SkipAblationParams(FineTuneParams):
 
     kinds: list = field(default_factory=lambda: ["mha", "ffn", "mha_or_ffn"])
     ks: list = field(default_factory=lambda: [4, 12])
+    # a shorter budget than 02/07: nine runs (three kinds x two k, and the bandit's) fit the chapter's time
+    steps: int = 56
+    warmup_steps: int = 4
+    bandit_warmup_steps: int = 24
+    bandit_comparisons: int = 8
 
     def __post_init__(self):
         super().__post_init__()
@@ -454,10 +487,12 @@ class PIAAblationParams(FineTuneParams):
     """04_pia_ablation: PIA design switches (Table 6), skipped MHAs (Table 7), PIA hidden size (Table 8)."""
 
     selector: str = "attention_drop"  # training-free: every run at one k skips the same MHAs
+    bandit_warmup_steps: int = 12     # unused by attention_drop; kept so its runs keep their cache keys
+    bandit_comparisons: int = 4
     k: int = 12                       # Tables 6 and 8
     table6_rows: list = field(default_factory=lambda: ["base", "info_exchange", "frozen_bias", "reparam"])
-    ks: list = field(default_factory=lambda: [4, 8, 12, 16])          # Table 7
-    hidden_sizes: list = field(default_factory=lambda: [8, 16, 32, 64])  # Table 8 (skip-replacing PIA)
+    ks: list = field(default_factory=lambda: [4, 12, 16])          # Table 7
+    hidden_sizes: list = field(default_factory=lambda: [8, 32, 64])  # Table 8 (skip-replacing PIA)
 
     def __post_init__(self):
         super().__post_init__()
@@ -484,14 +519,14 @@ class MethodsParams(FineTuneParams):
     das_layer_hidden: int = 32
     das_kept_hidden: int = 16
     # Table 3 (the same methods on the Slake and AID analogs); an empty list leaves it out
-    transfer_tasks: list = field(default_factory=lambda: ["vqa", "classification"])
+    transfer_tasks: list = field(default_factory=list)
     transfer_fractions: list = field(default_factory=lambda: [0.2, 0.5])  # AID's training shares
     transfer_steps: int = 0  # fine-tuning steps of the Table 3 runs (0: `steps`)
     transfer_sizes: dict = field(default_factory=lambda: {"per_class": 100})  # the AID analog's images per class
     transfer_answer_tokens: int = 12  # short answers: chapter 2's setting, so its VQA bandit run is EAS's row
     # where `task` is not ScienceQA (cpu): these methods also run on ScienceQA with the chapter's budget, to show
     # whether that budget learns it (accuracy against chance); [] leaves the check out
-    scienceqa_check: list = field(default_factory=list)
+    scienceqa_check: list = field(default_factory=lambda: ["lora"])
     scienceqa_answer_tokens: int = 8  # the option letter comes first in the target: 8 tokens score it exactly
 
     def __post_init__(self):
@@ -579,3 +614,13 @@ class MethodsParams(FineTuneParams):
 
 NOTEBOOK_PARAMS.update({"02_redundancy": RedundancyParams, "03_skip_ablation": SkipAblationParams,
                         "04_pia_ablation": PIAAblationParams, "07_methods": MethodsParams})
+
+
+@dataclass(frozen=True)
+class ClaimsParams:
+    """08_claims: the claims ledger of the book run under `profile` (it reads what chapters 2-7 recorded)."""
+
+    profile: str = "cpu"
+
+
+NOTEBOOK_PARAMS["08_claims"] = ClaimsParams
