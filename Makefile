@@ -16,7 +16,7 @@ help:
 	@echo "make notebooks PROFILE=smoke  run the notebooks under a profile (NB=01_base_model for one)"
 	@echo "                              profiles: smoke | cpu (default, ~77 min measured) | cpu-full (3 seeds, 500 questions, Table 3 AID, ~3 h est.) | gpu"
 	@echo "make lab                      JupyterLab with the project's kernel"
-	@echo "make bench [SUITE=core|latency|strategies] benchmarks, side by side in one run (writes data/results/bench/)"
+	@echo "make bench [SUITE=core|latency|strategies|throughput] benchmarks, side by side in one run (writes data/results/bench/)"
 	@echo "make lock                     re-resolve the newest allowed versions into requirements.lock"
 
 venv: $(VENV)/.installed

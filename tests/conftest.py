@@ -1,4 +1,5 @@
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
@@ -21,3 +22,17 @@ def tiny_mini_llava(tokenizer):
 
     torch.manual_seed(0)
     return MiniLlava(tiny_language_model(seed=0, layers=4), tokenizer, visual_grid=2).eval()
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    """Figures drawn by a test (the chapters' functions return them) are closed after it."""
+    yield
+    plt.close("all")
+
+
+@pytest.fixture()
+def data_root(tmp_path, monkeypatch):
+    """An empty data folder (datasets, caches, results, ledgers) for one test."""
+    monkeypatch.setenv("EAS_DATA", str(tmp_path))
+    return tmp_path

@@ -11,6 +11,7 @@ from eas.method.skip import SkipSet, apply_skips, kv_cache_bytes
 from eas.models import causal_lm
 from eas.models.generate import greedy_generate
 from eas.models.mini_llava import Batch
+from eas.study import paper
 
 CFG = dict(vocab_size=256, hidden_size=64, intermediate_size=128, num_hidden_layers=4, num_attention_heads=4,
            num_key_value_heads=2, max_position_embeddings=256, pad_token_id=0, eos_token_id=1, bos_token_id=1)
@@ -237,6 +238,6 @@ def test_roofline_bounds_from_the_shapes():
     assert 1.139 < shapes.decode_bound(cfg, 12)["bound"] < 1.15
     assert shapes.decode_bound(cfg, 0)["bound"] == 1.0
     assert 1.14 < shapes.prefill_bound(cfg, 12)["bound"] < 1.16
-    claims = shapes.paper_speedups_vs_bound()
+    claims = shapes.speedups_vs_bound(paper.shapes_speedups())
     assert not claims.fits.any() and (claims.excess > 1.04).all()  # every reported speed-up exceeds the bound
     assert claims.excess.iloc[1] == pytest.approx(2.18 / claims.prefill_bound.iloc[1])

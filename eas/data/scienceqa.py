@@ -52,7 +52,11 @@ SUBJECT_CODES = {"natural science": "NAT", "social science": "SOC", "language sc
 LETTERS = "ABCDE"
 DEFAULT_SIZES = {"train": 2000, "val": 300, "test": 500}
 BUILD_OPTIONS = ("heldout_templates",)  # optional build_task settings besides the sizes
-ANALOG_VERSION = 1  # 1: problems carry their template; the questions of default builds are unchanged
+# 1: problems carry their template; the questions of default builds are unchanged.
+# 2: the options of picture_shape and picture_corners are only answers an easy-vqa picture can have (its three
+#    shapes; 0, 3 or 4 corners), at most 3 of them; version 1 also offered pentagon and star and 0-6 corners, which
+#    a reader without the image could rule out. Every other problem, and the picture and grade of these, is unchanged.
+ANALOG_VERSION = 2
 TEMPLATE_FILTERS = (None, "seen", "unseen")
 INSTRUCTION = 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.'
 
@@ -318,11 +322,9 @@ SHAPE_FACTS = {
     "circle": "a circle is one smooth curved line with no straight sides and no corners",
     "rectangle": "a rectangle has four straight sides and four square corners",
     "triangle": "a triangle has three straight sides that meet at three corners",
-    "pentagon": "a pentagon has five straight sides and five corners",
-    "star": "a star has pointed tips that stick out all around its middle",
 }
-SHAPE_CORNERS = {"circle": 0, "rectangle": 4, "triangle": 3}
-COLOR_FACTS = {
+SHAPE_CORNERS = {"circle": 0, "rectangle": 4, "triangle": 3}  # easy-vqa draws these three shapes only
+COLOR_FACTS = {  # easy-vqa's eight colours, each of which its pictures use
     "red": "red is the colour of ripe strawberries and stop signs",
     "green": "green is the colour of grass and fresh leaves",
     "blue": "blue is the colour of a clear daytime sky",
@@ -553,9 +555,14 @@ def sentence_adjective(rng, n, picture):
     return Draft({}, adj, wrong, solution, hint=hint)
 
 
+# The picture kinds draw their options only from answers a picture can have (every shape, colour, corner count
+# and pairing of shape and colour below occurs among the easy-vqa pictures used): an option that is never right
+# would let a reader who cannot see the image rule it out.
+
+
 def picture_shape(rng, n, picture):
     pic = picture()
-    wrong = rng.sample([s for s in SHAPE_FACTS if s != pic.shape], n - 1)
+    wrong = rng.sample([s for s in SHAPES if s != pic.shape], n - 1)
     why_not = " ".join(f"It is not a {w}: {SHAPE_FACTS[w]}." for w in wrong[:1])
     solution = (
         f"Look at the outline of the {pic.color} figure in the image; {SHAPE_FACTS[pic.shape]}. "
@@ -579,7 +586,7 @@ def picture_color(rng, n, picture):
 def picture_corners(rng, n, picture):
     pic = picture()
     corners = SHAPE_CORNERS[pic.shape]
-    wrong = rng.sample([str(k) for k in range(7) if k != corners], n - 1)
+    wrong = rng.sample([str(k) for k in sorted(set(SHAPE_CORNERS.values())) if k != corners], n - 1)
     solution = (
         f"The image shows a {pic.color} {pic.shape}, and {SHAPE_FACTS[pic.shape]}. "
         "A corner is a point where two straight sides meet; "
@@ -674,10 +681,15 @@ TEMPLATES = [
     Template(sentence_adjective, LAN, "grammar", "Adjectives in context", "Find the adjective in a sentence",
              "Adjectives describe nouns."),
 ]
-MAX_CHOICES = {  # the most options each template's facts allow
+MAX_CHOICES = {  # the most options each template's facts allow (5 for the others)
     select_animal: len(ANIMAL_GROUPS), state_of_matter: len(MATTER), sentence_adjective: 4,
-    picture_shape: len(SHAPE_FACTS), odd_rhyme: 5, continent_of: 5,
+    picture_shape: len(SHAPES), picture_corners: len(set(SHAPE_CORNERS.values())), odd_rhyme: 5, continent_of: 5,
 }
+# Version 1 drew the options of these kinds from larger pools (pentagon and star; 0-6 corners), up to 5 of them, on
+# the split's one random stream. Version 2 draws their options and option order from a stream of their own and
+# spends on the split's stream exactly what version 1 did, so every other problem stays as it was.
+VERSION_1_POOLS = {picture_shape: 4, picture_corners: 6}  # distractors version 1 sampled from
+VERSION_1_MAX_CHOICES = 5
 
 
 # ----------------------------------------------------------------------------------------------
@@ -723,10 +735,23 @@ def picture_supply(pictures: list[Picture], rng: random.Random) -> Callable[[], 
     return next_picture
 
 
-def n_choices_for(template: Template, band: int, rng: random.Random) -> int:
+def options_wanted(template: Template, band: int, rng: random.Random) -> int:
+    """How many options the grade band asks for, before the template's facts cap it."""
     low, high = (2, 3) if band == 0 else (3, 5)  # older grades get more options
-    n = rng.randint(max(low, template.min_choices), max(high, template.min_choices))
-    return min(n, MAX_CHOICES.get(template.make, 5))
+    return rng.randint(max(low, template.min_choices), max(high, template.min_choices))
+
+
+def max_choices(template: Template) -> int:
+    return MAX_CHOICES.get(template.make, 5)
+
+
+def replay_version_1(template: Template, wanted: int, rng: random.Random) -> None:
+    """Draw from `rng` what version 1 drew for a problem of a kind in VERSION_1_POOLS (its distractors, then the
+    order of its options), discarding the result: only the number of options and the pool size decide how much a
+    sample or a shuffle consumes."""
+    n = min(wanted, VERSION_1_MAX_CHOICES)
+    rng.sample(range(VERSION_1_POOLS[template.make]), n - 1)
+    rng.shuffle(list(range(n)))
 
 
 def phrasing_for(index: int, split: str, heldout: int) -> int:
@@ -739,14 +764,21 @@ def phrasing_for(index: int, split: str, heldout: int) -> int:
     return (index // len(TEMPLATES)) % used
 
 
-def draw_problem(index: int, split: str, rng: random.Random, picture: Callable[[], Picture],
-                 heldout: int = 0) -> tuple[dict, Path | None]:
+def draw_problem(index: int, split: str, rng: random.Random, options_rng: random.Random,
+                 picture: Callable[[], Picture], heldout: int = 0) -> tuple[dict, Path | None]:
+    """Problem `index` of `split`. `rng` is the split's stream; `options_rng` the split's stream for the options
+    of the kinds in VERSION_1_POOLS."""
     template = TEMPLATES[index % len(TEMPLATES)]
     band = (index + index // len(TEMPLATES)) % 2  # alternates within and across cycles
     variant = phrasing_for(index, split, heldout)  # from the index, not the rng: the draws stay as they were
-    draft = template.make(rng, n_choices_for(template, band, rng), picture)
+    wanted = options_wanted(template, band, rng)
+    draws = rng
+    if template.make in VERSION_1_POOLS:
+        replay_version_1(template, wanted, rng)
+        draws = options_rng
+    draft = template.make(draws, min(wanted, max_choices(template)), picture)
     choices = [draft.correct, *draft.wrong]
-    rng.shuffle(choices)
+    draws.shuffle(choices)
     grade = rng.randint(1, 6) if band == 0 else rng.randint(7, 12)
     problem = {
         "question": template.question(variant, draft.slots),
@@ -787,12 +819,13 @@ def write_analog(root: Path, seed: int, sizes: dict[str, int]) -> None:
     problems, pid_splits, next_pid = {}, {}, 1
     for split in ("train", "val", "test"):
         rng = seeded_rng(seed, "scienceqa", split)
+        options_rng = seeded_rng(seed, "scienceqa", split, "options")
         supply = picture_supply(pictures[split], seeded_rng(seed, "scienceqa", split, "order"))
         pid_splits[split] = []
         for index in range(sizes[split]):
             pid = str(next_pid)
             next_pid += 1
-            problem, source = draw_problem(index, split, rng, supply, heldout)
+            problem, source = draw_problem(index, split, rng, options_rng, supply, heldout)
             if source is not None:
                 write_bytes(root / "images" / split / pid / "image.png", source.read_bytes())
             problems[pid] = problem

@@ -106,6 +106,7 @@ def _run_once(target, batch: Batch, new_tokens: int, after_prefill, sync) -> _Ru
     if new_tokens < 1:
         raise ValueError(f"new_tokens must be >= 1, got {new_tokens}.")
     device = device_of(target)
+    batch = batch.to(device)
     gc.collect()  # a collection inside the timed region would be charged to whichever variant ran then
     cuda = device.type == "cuda"
     if cuda:

@@ -154,7 +154,7 @@ class EASBlock(nn.Module):
         return f"layer={self.layer_idx}, skip_attn={self.skip_attn}, skip_ffn={self.skip_ffn}"
 
 
-class _Counting:
+class CountingLayer:
     """Mixed into a transformers cache layer for a skipped attention: `update` records how many tokens
     went by and stores nothing, so the entry reports the sequence length and mask sizes of a layer of its
     type (full or sliding-window) while holding zero bytes."""
@@ -178,7 +178,7 @@ class _Counting:
     def batch_select_indices(self, indices) -> None: ...
 
 
-class SkippedFullLayer(_Counting, DynamicLayer):
+class SkippedFullLayer(CountingLayer, DynamicLayer):
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.cumulative_length = 0
@@ -187,7 +187,7 @@ class SkippedFullLayer(_Counting, DynamicLayer):
         return self.cumulative_length + query_length, 0
 
 
-class SkippedSlidingLayer(_Counting, DynamicSlidingWindowLayer):
+class SkippedSlidingLayer(CountingLayer, DynamicSlidingWindowLayer):
     pass
 
 
@@ -198,7 +198,7 @@ def count_tokens(cache, layer_idx: int, states: torch.Tensor) -> None:
         while len(cache.layers) <= layer_idx:  # a cache built without the config grows on demand
             cache.layers.append(cache.layer_class_to_replicate())
     layer = cache.layers[layer_idx]
-    if not isinstance(layer, _Counting):
+    if not isinstance(layer, CountingLayer):
         if isinstance(layer, DynamicSlidingWindowLayer):
             layer = SkippedSlidingLayer(sliding_window=layer.sliding_window)
         elif isinstance(layer, DynamicLayer):

@@ -12,6 +12,7 @@ from typing import Callable
 
 import torch
 
+from eas.models.causal_lm import device_of
 from eas.models.prompt import prompt_context
 
 
@@ -24,6 +25,7 @@ class Generation:
 @torch.no_grad()
 def prefill(model, batch):
     """Run the prompt; return the first generated token per row, the cache, and the mask."""
+    batch = batch.to(device_of(model))
     # EAS: the prompt context lets PIA compute (and keep, for decoding) its prompt mean.
     with prompt_context(batch.prompt_mask, batch.attention_mask):
         hidden, cache = model(batch.input_ids, batch.attention_mask, batch.image_features, use_cache=True)
@@ -44,6 +46,7 @@ def greedy_generate(model, batch, max_new_tokens: int, *, ignore_eos: bool = Fal
 
     `after_prefill(model, batch)` runs once between prefill and the first decode step; if it returns
     a callable (eas.method.reparam.merge_after_prefill returns its `unmerge`), that runs after decoding."""
+    batch = batch.to(device_of(model))
     if not use_cache:
         return _greedy_uncached(model, batch, max_new_tokens, ignore_eos)
     token, cache = prefill(model, batch)
@@ -61,7 +64,7 @@ def _decode(model, batch, token, cache, max_new_tokens: int, ignore_eos: bool) -
     out = [token]
     done = token == eos
     for _ in range(max_new_tokens - 1):
-        if done.all() and not ignore_eos:
+        if not ignore_eos and done.all():
             break
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         token, cache = decode_step(model, token, mask, cache)
@@ -78,7 +81,7 @@ def _greedy_uncached(model, batch, max_new_tokens: int, ignore_eos: bool) -> Gen
     ids, mask = batch.input_ids, batch.attention_mask
     prompt = batch.prompt_mask  # EAS: generated tokens are not prompt, so PIA's prompt mean stays the prompt's
     out = []
-    done = torch.zeros(ids.shape[0], dtype=torch.bool)
+    done = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     for _ in range(max_new_tokens):
         with prompt_context(prompt, mask):
             hidden, _ = model(ids, mask, batch.image_features)
@@ -90,7 +93,7 @@ def _greedy_uncached(model, batch, max_new_tokens: int, ignore_eos: bool) -> Gen
         ids = torch.cat([ids, token[:, None]], dim=1)
         mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
         prompt = torch.cat([prompt, prompt.new_zeros(prompt.shape[0], 1)], dim=1)
-        if done.all() and not ignore_eos:
+        if not ignore_eos and done.all():
             break
     return Generation(torch.stack(out, dim=1))
 

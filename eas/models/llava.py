@@ -70,7 +70,8 @@ class LlavaTarget(nn.Module):
             rows.append(ids + target)
             prompt_lens.append(len(ids))
         ids, attn, prompt_mask, labels = left_pad(rows, prompt_lens, self.pad_token_id, with_target)
-        return Batch(ids, attn, prompt_mask, torch.stack(pixels) if pixels else None, labels)
+        batch = Batch(ids, attn, prompt_mask, torch.stack(pixels) if pixels else None, labels)
+        return batch.to(self.lm_head.weight.device)
 
     def forward(self, input_ids, attention_mask, image_features=None, cache=None, use_cache: bool = False):
         """`image_features` carries pixel values here; LlavaModel splices the projected CLIP

@@ -181,6 +181,15 @@ class Batch:
     def __len__(self) -> int:
         return self.input_ids.shape[0]
 
+    def to(self, device) -> "Batch":
+        """The batch on `device` (itself if it is there already): every model entry point moves its inputs to
+        the model's device, so callers collate on the CPU and run on a GPU unchanged."""
+        device = torch.device(device)
+        if self.input_ids.device == device:
+            return self
+        return Batch(*(t.to(device) if isinstance(t, torch.Tensor) else t for t in
+                       (self.input_ids, self.attention_mask, self.prompt_mask, self.image_features, self.labels)))
+
 
 def left_pad(rows: list[list[int]], prompt_lens: list[int], pad_id: int, with_target: bool):
     """Left-pad token rows (prompt ids, then target ids) into (ids, attention, prompt mask, labels).
@@ -266,7 +275,7 @@ class MiniLlava(nn.Module):
             feats = torch.stack([
                 self.features[str(Path(im).resolve())].float() if im is not None else zeros for im in images
             ])
-        return Batch(ids, attn, prompt_mask, feats, labels)
+        return Batch(ids, attn, prompt_mask, feats, labels).to(self.lm_head.weight.device)
 
     # --- compute
     def embed(self, input_ids: torch.Tensor, image_features: torch.Tensor | None = None) -> torch.Tensor:

@@ -41,11 +41,11 @@ from eas.method.pia import PIAConfig, attach_pia, randomise_adapters
 from eas.method.skip import SkipSet, apply_skips
 from eas.models import arch, causal_lm
 from eas.models.mini_llava import answer_loss
-from eas.study import latency, runs
+from eas.study import latency, paper, runs, throughput
 from eas.study.latency import prompt_batches, timing_model, timing_skip_set
 from eas.study.profiles import PROFILES, BenchParams, notebook_params, profile_values
 
-SUITES = ("core", "latency", "strategies", "all")
+SUITES = ("core", "latency", "strategies", "throughput", "all")
 CORE_COLUMNS = ["model", "method", "k", "batch", "prefill_ms", "decode_ms_per_token", "merge_ms", "kv_cache_mb"]
 
 
@@ -109,8 +109,7 @@ def run_core(p: BenchParams, progress: bool = True) -> pd.DataFrame:
 TABLE6_LABELS = {"base": "Base", "info_exchange": "+ Info. Exc.", "frozen_bias": "+ Frozen bias",
                  "reparam": "+ Re-param."}
 # The paper's Table 6 (EAS-7B_12 on LaVIN): inference time per sample (s) and average accuracy.
-PAPER_TABLE6 = {"base": (2.94, 87.1), "info_exchange": (3.23, 90.1), "frozen_bias": (2.97, 90.0),
-                "reparam": (1.69, 90.0)}
+PAPER_TABLE6 = paper.bench_table6()
 
 
 def table6_timing(model, batch, k: int, *, new_tokens: int, repeats: int, skip_hidden: int,
@@ -286,7 +285,25 @@ def main(argv=None) -> int:
         run_latency_suite(args.profile, out)
     if args.suite in ("strategies", "all"):
         run_strategies_suite(args.profile, out)
+    if args.suite in ("throughput", "all"):
+        run_throughput_suite(args.profile, out)
     return 0
+
+
+def run_throughput_suite(profile: str, out: Path) -> pd.DataFrame:
+    """Decode speed where models are served (eas.study.throughput) -> serving.csv, budgets.csv."""
+    p = notebook_params("throughput", profile_values(profile, "throughput"))
+    start = time.time()
+    frame = throughput.run(p)
+    io.save_frame(out / "serving.csv", frame)
+    io.save_frame(out / "budgets.csv", throughput.budget_table(p))
+    print(f"throughput suite: {len(frame)} rows in {time.time() - start:.0f} s -> {out / 'serving.csv'}")
+    shown = frame[["shape", "variant", "batch", "context", "tokens_per_s", "speedup", "ceiling", "ceiling_fraction",
+                   "kv_saving"]]
+    print(shown.round(3).to_string(index=False))
+    for shape in p.shapes:
+        print(throughput.verdict(frame, shape, max(p.eas_ks)))
+    return frame
 
 
 def run_strategies_suite(profile: str, out: Path) -> pd.DataFrame:

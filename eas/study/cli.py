@@ -449,7 +449,8 @@ def make_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True, metavar="command")
 
-    p = commands.add_parser("search", usage="%(prog)s [options]", help="bandit redundancy search: which k modules to skip",
+    p = commands.add_parser("search", usage="%(prog)s [options]",
+                            help="bandit redundancy search: which k modules to skip",
                             description="The bandit search of a spec (selector 'bandit'; method eas or das): "
                                         "supernet warm-up, then comparisons on a held-out batch. Prints the "
                                         "chosen modules and the final preferences.")
@@ -457,8 +458,10 @@ def make_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run_command=cmd_search, command_parser=p)
 
-    p = commands.add_parser("finetune", usage="%(prog)s [options]", help="one experiment: select, fine-tune, evaluate (one results row)",
-                            description="Run one eas.study.experiments.ExperimentSpec: skip set, adapters, fine-tuning, "
+    p = commands.add_parser("finetune", usage="%(prog)s [options]",
+                            help="one experiment: select, fine-tune, evaluate (one results row)",
+                            description="Run one eas.study.experiments.ExperimentSpec: skip set, adapters, "
+                                        "fine-tuning, "
                                         "greedy evaluation. Resumes an interrupted run; a finished one is read "
                                         "back. Prints the run directory and its results row.")
     add_spec_flags(p)
@@ -473,7 +476,8 @@ def make_parser() -> argparse.ArgumentParser:
     _common(p)
     p.set_defaults(run_command=cmd_evaluate, command_parser=p)
 
-    p = commands.add_parser("export", usage="%(prog)s [options]", help="a finished run's trained model as a transformers directory",
+    p = commands.add_parser("export", usage="%(prog)s [options]",
+                            help="a finished run's trained model as a transformers directory",
                             description="Write a finished run's trained model (skips, PIAs) with "
                                         "eas.export.save_pretrained: it loads with from_pretrained.")
     _run_flag(p)

@@ -36,7 +36,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import pandas as pd
 import torch
 from torch import nn
@@ -70,7 +69,8 @@ ALLOWED_KINDS = {"eas": ("mha", "ffn", "mha_or_ffn"), "das": ("layer",), "skip-o
 ALLOWED_SELECTORS = {
     "eas": ("bandit", "random", "last", "attention_drop", "block_influence", "greedy"),
     "das": ("bandit", "random", "last", "block_influence", "greedy"),
-    "skip-only": ("random", "last", "attention_drop", "block_influence", "greedy"),  # no adapters: nothing to search with
+    # skip-only has no adapters: nothing to search with
+    "skip-only": ("random", "last", "attention_drop", "block_influence", "greedy"),
 }
 # Selectors that only score some kinds: attention drop measures a sub-block, block influence any
 # single-kind candidate (a layer, or one sub-block), never the mixed "mha_or_ffn" list.

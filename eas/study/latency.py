@@ -53,8 +53,8 @@ from eas.method.pia import PIAConfig
 from eas.method.skip import SkipSet, apply_skips
 from eas.models import arch, causal_lm
 from eas.models.mini_llava import Batch, MiniLlava, load_language_model
-from eas.models.zoo import load_model
-from eas.study import runs
+from eas.models.zoo import check_model_name, load_model
+from eas.study import paper, runs
 from eas.study.profiles import LatencyParams, ParameterError
 
 METHODS = ("base", "lora", "adapter", "mam", "das", "skip-only", "eas-unmerged", "eas-merged")
@@ -78,13 +78,9 @@ LATENCY_COLUMNS = [
     "repeats", "threads", "device", "dtype",
 ]
 
-# Table 1 (LLaVA-7B, ScienceQA): FLOPs (G) and inference time per sample (s).
-PAPER_TABLE1 = {
-    ("base", 0): (5018.4, 2.19), ("lora", 0): (5018.4, 2.34), ("adapter", 0): (5041.6, 2.89),
-    ("mam", 0): (5041.6, 2.87), ("das", 4): (4475.0, 2.53), ("eas-merged", 8): (4616.3, 1.98),
-    ("eas-merged", 12): (4415.4, 1.82),
-}
-PAPER_LAYERS = 32  # LLaVA-7B's decoder depth: our k is the paper's k scaled by n_layers / 32
+# Table 1 (LLaVA-7B, ScienceQA): FLOPs (G) and inference time per sample (s), from eas.study.paper.
+PAPER_TABLE1 = paper.latency_table1()
+PAPER_LAYERS = paper.LLAVA_7B_LAYERS  # LLaVA-7B's decoder depth: our k is the paper's k scaled by n_layers / 32
 LABELS = {"base": "Base", "lora": "LoRA", "adapter": "Adapter", "mam": "MAM", "das": "DAS",
           "skip-only": "Skip-only", "eas-unmerged": "EAS (unmerged)", "eas-merged": "EAS"}
 
@@ -125,12 +121,15 @@ def prompt_batches(model, batches: list[int], seed: int) -> dict[int, object]:
 
 
 def timing_model(name: str = "mini-llava", seed: int = 0):
-    """The model to time: SmolLM2 with an untrained projector (timing and the merge's exactness do not
-    depend on the projector's values, so no alignment run is needed), or the tiny random model."""
-    if name == "tiny":
-        return load_model("tiny", seed=seed)
-    lm, tokenizer = load_language_model()
-    return MiniLlava(lm, tokenizer).eval().requires_grad_(False)
+    """The model to time, the one `name` says (eas.models.zoo names): SmolLM2 with an untrained projector for
+    "mini-llava" (timing and the merge's exactness do not depend on the projector's values, so no alignment
+    run is needed), the tiny random model, or a LLaVA-1.5 checkpoint loaded on its device (CUDA where there
+    is one) in the dtype zoo.load_model picks."""
+    check_model_name(name)
+    if name == "mini-llava":
+        lm, tokenizer = load_language_model()
+        return MiniLlava(lm, tokenizer).eval().requires_grad_(False)
+    return load_model(name, seed=seed, progress=False)
 
 
 def variant_specs(n_layers: int, ks, das_ks, methods=METHODS, strategies=(), primary: str | None = None,
@@ -234,7 +233,8 @@ def analytic_variant_flops(config, spec: Spec, prompt_len: int, new_tokens: int,
     per skipped MHA (down1; up1 and up2 with their biases as one product, SkipPIA.forward) and 4 d a per
     kept one, plus down2 and the router on the prompt mean once per forward, and in prefill the prompt
     sum as a mask product (2 d per prompt token and skipped MHA). EAS merged decodes with merged weights
-    of the base's shapes: nothing added in decode, except low_rank, which adds (n Wd1) B per skipped MHA (2 d r + 2 r 2 d_ff), and two_matrix,
+    of the base's shapes: nothing added in decode, except low_rank, which adds (n Wd1) B per skipped MHA
+    (2 d r + 2 r 2 d_ff), and two_matrix,
     a second gate/up product (2 d 2 d_ff); its prefill is the unmerged one. The per-prompt merge (a few
     tiny products, an axpy that the counter does not see) is left at 0."""
     cfg = getattr(config, "text_config", None) or config
@@ -446,6 +446,7 @@ def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
     part = frame[(frame.scale == scale) & (frame.batch == batch)]
     n = int(part.n_layers.iloc[0])
     base = part[part.method == "base"].iloc[0]
+    paper_base_g, paper_base_s = paper.table1_base()
     rows, seen = [], set()
     for (method, pk), (paper_g, paper_s) in PAPER_TABLE1.items():
         cand = part[part.method == method]
@@ -465,9 +466,9 @@ def table1(frame: pd.DataFrame, scale: str, batch: int = 1) -> pd.DataFrame:
             "ms_per_sample": r.task_ms_per_sample, "time_vs_base": r.task_ms_per_sample / base.task_ms_per_sample,
             "time_noise": cost.decode_noise(r),
             "merge_share": r.merge_ms / batch / r.task_ms_per_sample,  # the per-prompt merge, EAS only
-            "paper_flops_label": f"{paper_g:.1f}G ({paper_g - 5018.4:+.1f}G)",
-            "paper_flops_vs_base": paper_g / 5018.4,
-            "paper_s_per_sample": paper_s, "paper_time_vs_base": paper_s / 2.19,
+            "paper_flops_label": f"{paper_g:.1f}G ({paper_g - paper_base_g:+.1f}G)",
+            "paper_flops_vs_base": paper_g / paper_base_g,
+            "paper_s_per_sample": paper_s, "paper_time_vs_base": paper_s / paper_base_s,
         })
     return pd.DataFrame(rows).set_index("paper_row")
 
@@ -545,8 +546,9 @@ def das_vs_eas_verdict(fig4: pd.DataFrame) -> str:
         return "DAS and EAS share no k here: no like-for-like Fig. 4 comparison."
     faster = 100 * (common.das / common["eas-merged"] - 1)
     holds = bool((faster > 0).all())
-    return (f"**Claim: at the same number of skipped modules EAS is faster than DAS (paper: by 44-52%)** -- "
-            f"{'holds' if holds else 'does NOT hold'} here: DAS takes "
+    low, high = paper.TEXT["eas_vs_das_faster_pct"].value
+    return (f"**Claim: at the same number of skipped modules EAS is faster than DAS (paper: by {low:.0f}-{high:.0f}%)"
+            f"** -- {'holds' if holds else 'does NOT hold'} here: DAS takes "
             + ", ".join(f"{v:+.1f}% (k={k})" for k, v in faster.items())
             + " relative to EAS merged. DAS removes a whole block (MHA and FFN) per k, EAS only the MHA, so "
             "on FLOPs DAS should win at equal k; the paper's gap comes from DAS's adapter branches, which "

@@ -97,7 +97,8 @@ def accuracy_rows(results, *, chapter: str, profile: str, metric: Mapping | str 
     from `metric` (a column, or task -> column, e.g. eas.study.experiments.HEADLINE), method from `labels` (run key
     -> label) else the row's method, items from n_eval."""
     if metric is None:
-        raise LedgerError("accuracy_rows needs metric: a column name or task -> column (eas.study.experiments.HEADLINE).")
+        raise LedgerError("accuracy_rows needs metric: a column name or task -> column "
+                          "(eas.study.experiments.HEADLINE).")
     rows = results.to_dict("records") if isinstance(results, pd.DataFrame) else list(results)
     out = []
     for r in rows:

@@ -484,7 +484,8 @@ PAPER_ARTIFACTS = [
                                    "and eas.method.pia"),
     Artifact("Figure 3", "schematic of PIA (multi-path down- and up-projections), its placement before the FFN "
                         "and its merge, and the bandit search",
-             "not reproduced", "", "a diagram with no data; what it draws is implemented in eas.method.pia, eas.method.reparam "
+             "not reproduced", "",
+             "a diagram with no data; what it draws is implemented in eas.method.pia, eas.method.reparam "
                                    "and eas.method.bandit, and checked in 05 (merged equals unmerged)"),
     Artifact("Figure 4", "time per sample and accuracy of EAS and DAS on LaVIN as more modules are skipped",
              "reproduced under cpu", "06_latency",

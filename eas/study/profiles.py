@@ -212,7 +212,8 @@ def _check(name: str, value, expected) -> None:
 
         for task, v in value.items():
             if task not in TASKS:
-                raise ParameterError(f"parameter {name} has an entry for unknown task {task!r}; expected {', '.join(TASKS)}.")
+                raise ParameterError(f"parameter {name} has an entry for unknown task {task!r}; "
+                                     f"expected {', '.join(TASKS)}.")
             counts = v.values() if name == "dataset_sizes" and isinstance(v, dict) else [v]
             if name == "dataset_sizes" and not isinstance(v, dict) or any(
                 not isinstance(c, int) or isinstance(c, bool) or c <= 0 for c in counts
@@ -226,7 +227,8 @@ def resolve_params(notebook: str, namespace: dict) -> tuple[dict, dict]:
     profile's section (`profile` from the namespace, default cpu), overridden by any parameter the namespace
     sets itself (a papermill `-p name value`, or a line added to the parameters cell)."""
     if notebook not in NOTEBOOK_PARAMS:
-        raise ParameterError(f"no parameters are defined for notebook {notebook!r}; known: {', '.join(NOTEBOOK_PARAMS)}")
+        raise ParameterError(f"no parameters are defined for notebook {notebook!r}; "
+                             f"known: {', '.join(NOTEBOOK_PARAMS)}")
     cls = NOTEBOOK_PARAMS[notebook]
     hints = typing.get_type_hints(cls)
     profile = namespace.get("profile", cls.profile)
@@ -392,17 +394,19 @@ class FineTuneParams:
         if isinstance(self.timing_tokens, bool) or not isinstance(self.timing_tokens, int) or self.timing_tokens < 2:
             raise ParameterError(f"parameter timing_tokens={self.timing_tokens!r} must be an integer >= 2 "
                                  "(one prefill token and at least one timed decode step).")
-        for name in ("timing_repeats", "steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons", "bandit_m",
-                     "bandit_T", "heldout", "n_eval", "eval_batch_size", "answer_tokens"):
+        for name in ("timing_repeats", "steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons",
+                     "bandit_m", "bandit_T", "heldout", "n_eval", "eval_batch_size", "answer_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ParameterError(f"parameter {name}={value!r} must be a positive integer.")
         if not isinstance(self.seeds, list) or not self.seeds or len(set(self.seeds)) != len(self.seeds) or any(
                 isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in self.seeds):
-            raise ParameterError(f"parameter seeds={self.seeds!r}; expected a non-empty list of distinct integers >= 0.")
+            raise ParameterError(f"parameter seeds={self.seeds!r}; expected a non-empty list of distinct "
+                                 "integers >= 0.")
         if isinstance(self.parity_margin, bool) or not isinstance(self.parity_margin, (int, float)) or \
                 not 0 <= self.parity_margin < 100:
-            raise ParameterError(f"parameter parity_margin={self.parity_margin!r} must be a number of points in [0, 100).")
+            raise ParameterError(f"parameter parity_margin={self.parity_margin!r} must be a number of points "
+                                 "in [0, 100).")
         if not isinstance(self.sizes, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
                                                    for v in self.sizes.values()):
             raise ParameterError(f"parameter sizes={self.sizes!r}; expected a dict of positive split sizes.")
@@ -624,3 +628,51 @@ class ClaimsParams:
 
 
 NOTEBOOK_PARAMS["08_claims"] = ClaimsParams
+
+
+THROUGHPUT_VARIANTS = ("base", "skip-only", "eas-merged", "das")
+
+
+@dataclass(frozen=True)
+class ThroughputParams:
+    """`make bench SUITE=throughput` (eas.study.throughput): decode tokens per second where models are served,
+    at several batch sizes x context lengths, every variant interleaved on one randomly initialised model of
+    each shape (timing does not depend on weight values), against the ceilings its shape implies."""
+
+    profile: str = "cpu"
+    shapes: list = field(default_factory=lambda: ["smollm2-135m", "llama-1b"])  # eas.measure.shapes names
+    batches: list = field(default_factory=lambda: [1, 8, 32])
+    contexts: list = field(default_factory=lambda: [256, 1024])
+    eas_ks: list = field(default_factory=lambda: [8, 12])   # EAS_k merged; skip-only (= attention drop) at max
+    das_k: int = 4
+    decode_steps: int = 4     # timed decode steps per run (after one untimed step)
+    repeats: int = 3          # interleaved rounds (after one warm-up round)
+    budgets_gb: list = field(default_factory=lambda: [4, 16])  # KV budgets for sequences per budget
+    bytes_per: int = 4        # what the timed models hold (fp32 on a CPU; 2 for bf16 on a GPU)
+    skip_hidden: int = 32
+    adapt_hidden: int = 8
+    merge_strategy: str = "low_rank"
+    adapter_hidden: int = 128
+    das_layer_hidden: int = 256
+    lora_r: int = 16
+    mam_prefix: int = 10
+    seed: int = 0
+
+    def __post_init__(self):
+        for name in ("batches", "contexts", "eas_ks", "budgets_gb", "shapes"):
+            v = getattr(self, name)
+            if not isinstance(v, list) or not v:
+                raise ParameterError(f"parameter {name}={v!r}; expected a non-empty list.")
+        for name in ("batches", "contexts", "eas_ks"):
+            if any(isinstance(x, bool) or not isinstance(x, int) or x <= 0 for x in getattr(self, name)):
+                raise ParameterError(f"parameter {name}={getattr(self, name)!r}; expected positive integers.")
+        if any(c < 16 for c in self.contexts):
+            raise ParameterError(f"parameter contexts={self.contexts!r}; expected lengths >= 16 (the prompt "
+                                 "prefilled before the cache is extended is 8 tokens).")
+        if self.decode_steps < 1 or self.repeats < 1:
+            raise ParameterError("parameters decode_steps and repeats must be >= 1.")
+        if self.bytes_per not in (2, 4):
+            raise ParameterError(f"parameter bytes_per={self.bytes_per!r}; expected 2 (bf16/fp16) or 4 (fp32).")
+
+
+NOTEBOOK_PARAMS["throughput"] = ThroughputParams

@@ -68,3 +68,123 @@ def record_verdicts(verdicts: list[dict], *, chapter: str, family: str, task: st
     if not rows:
         return pd.DataFrame()
     return ledger.record_claims(rows, replace="family")
+
+
+def comparison_row(runs_a, runs_b, *, claim: str = "better", margin: float = 0.0, seed_sd=None) -> dict:
+    """A against B from their runs' per-item correctness (a frame with uid/correct, as
+    `eas.study.experiments.item_correctness` returns, or a list of them: training seeds), paired by item id:
+    a `compare_runs`-style row (`Comparison.to_row` plus "comparison"). Unlike `compare_runs`, it takes
+    `seed_sd` (points; one spread or (sd_a, sd_b)), which widens a one-seed-each comparison by a seed spread
+    measured elsewhere (`seed_spread`)."""
+    paired = stats.pair_by_item(runs_a, runs_b)
+    cmp = stats.seeds_comparison(np.atleast_2d(paired.a), np.atleast_2d(paired.b), seed_sd=seed_sd)
+    return {**cmp.to_row(claim, margin), "comparison": cmp}
+
+
+def seed_spread(runs_a: list, runs_b: list) -> tuple[float, float] | None:
+    """(sd_a, sd_b): the standard deviation (points, ddof 1) of A's and of B's accuracy over their training seeds
+    (lists of per-item correctness frames, paired by item id so that every seed scores the same items); None
+    unless both sides have 2+ seeds. What a chapter passes as `seed_sd` to its one-seed verdicts."""
+    if len(runs_a) < 2 or len(runs_b) < 2:
+        return None
+    paired = stats.pair_by_item(list(runs_a), list(runs_b))
+    return (float(np.std(100.0 * paired.a.mean(axis=1), ddof=1)),
+            float(np.std(100.0 * paired.b.mean(axis=1), ddof=1)))
+
+
+def describe_corrected(cmp, name_a: str, name_b: str, verdict: str, *, claim: str = "better",
+                       margin: float = 0.0) -> str:
+    """`stats.describe`'s sentence with its verdict replaced by `verdict`: the family-corrected one, as the rows
+    `record_verdicts` returns hold it, so that the prose never says "holds" where Holm's adjusted p is >= alpha."""
+    text = stats.describe(cmp, name_a, name_b, claim=claim, margin=margin)
+    head, sep, _ = text.rpartition(" Verdict: **")
+    if not sep:
+        raise ValueError("stats.describe's sentence has no 'Verdict: **...**' to replace.")
+    return f"{head} Verdict, after Holm's correction over the chapter's family: **{verdict}**"
+
+
+def corrected_rows(rows: Mapping[str, Mapping], recorded: pd.DataFrame) -> dict:
+    """label -> comparison row with `verdict` replaced by the corrected one and `p_adjusted` added, from
+    `recorded` (what `record_verdicts` returned for verdicts built from `rows`, in the same order). Each pair
+    must agree on the difference, so a reordering is caught rather than mislabelled."""
+    if len(rows) != len(recorded):
+        raise ValueError(f"{len(rows)} rows but {len(recorded)} recorded verdicts: record them from these rows.")
+    out = {}
+    for (label, row), rec in zip(rows.items(), recorded.to_dict("records")):
+        if abs(float(row["diff"]) - float(rec["difference"])) > 1e-9:
+            raise ValueError(f"{label!r}: difference {row['diff']:+.3f} but the recorded claim {rec['claim']!r} "
+                             f"has {float(rec['difference']):+.3f}; the rows are not in the recorded order.")
+        out[label] = {**row, "verdict": rec["verdict"], "p_adjusted": rec["p_adjusted"]}
+    return out
+
+
+def verdicts_family_note(verdicts: list[dict], *, family: str) -> str:
+    """`stats.family_note` for the verdicts given to `record_verdicts` (same dicts): how many tested verdicts the
+    family makes, the correction, its headline claims, and how many decisive verdicts Holm turned into
+    "cannot tell"."""
+    rows = {}
+    for v in verdicts:
+        cmp = v["row"].get("comparison") if isinstance(v["row"], Mapping) else v["row"]
+        kind, margin = v.get("kind", "better"), v.get("margin", 0.0)
+        rows[f"{v['claim']} ({v['method_a']} vs {v['method_b']})"] = {
+            "p_claim": cmp.claim_p(kind, margin), "verdict": cmp.verdict(kind, margin), "ci_low": cmp.ci_low,
+            "ci_high": cmp.ci_high, "headline": bool(v.get("headline", False))}
+    return stats.family_note(stats.correct_family(rows, family=family))
+
+
+def noise_note(cmp) -> str:
+    """What the interval of a comparison covers, in a clause: one run each, item noise only; one run each widened
+    by a seed spread measured elsewhere (named); or items and seeds, with how many seeds."""
+    if not cmp.one_seed:
+        return f"{cmp.seeds_a} and {cmp.seeds_b} training seeds: the interval covers items and training seeds"
+    if cmp.assumed_sd:
+        sd_a, sd_b = cmp.assumed_sd
+        return (f"one run each, intervals widened by the seed spread measured on the headline pair ({sd_a:.1f} and "
+                f"{sd_b:.1f} points)")
+    return "one run each: the intervals cover item noise only, not the spread between training seeds"
+
+
+def measured_verdict(claim: str, method_a: str, method_b: str, *, a: float, b: float, verdict: str,
+                     difference: float = float("nan"), metric: str | None = None, task: str | None = None,
+                     items=None, seeds: str = "", headline: bool = False) -> dict:
+    """A verdict that no statistical test backs (a timing median against the run's noise band, a ratio), as a
+    verdict dict for `record_family`: `a`, `b` and `difference` as the claim states them, `verdict` one of
+    "holds", "does not hold" or "cannot tell ..."; it enters the ledger with no p-value, outside Holm's count."""
+    if not str(verdict).startswith(("holds", "does not hold", stats.CANNOT_TELL)):
+        raise ValueError(f"verdict {verdict!r} must start with 'holds', 'does not hold' or 'cannot tell'.")
+    return {"claim": claim, "method_a": method_a, "method_b": method_b, "metric": metric, "task": task,
+            "headline": headline, "measured": {"a": float(a), "b": float(b), "difference": float(difference),
+                                               "verdict": str(verdict), "items": items, "seeds": seeds}}
+
+
+def record_family(verdicts: list[dict], *, chapter: str, family: str, profile: str, task: str = "",
+                  metric: str = "") -> pd.DataFrame:
+    """`record_verdicts` for a family whose verdicts differ in task or metric, or include measured verdicts
+    (`measured_verdict`): one call, so Holm runs over the family's tested verdicts together. A verdict dict is
+    `record_verdicts`' (claim, method_a, method_b, row, kind, margin, headline) with optional `task` and
+    `metric` overriding the family's, or a `measured_verdict`. Returns the rows as written, indexed by
+    "claim (method_a vs method_b[, task])" and with `verdict_unadjusted`, so `stats.family_note` reads it."""
+    rows, labels, raw = [], [], []
+    for v in verdicts:
+        v_task, v_metric = v.get("task") or task, v.get("metric") or metric
+        if "measured" in v:
+            m = v["measured"]
+            row = {"chapter": chapter, "claim": v["claim"], "task": v_task, "method_a": v["method_a"],
+                   "method_b": v["method_b"], "metric": v_metric, "a": m["a"], "b": m["b"],
+                   "difference": m["difference"], "ci_low": np.nan, "ci_high": np.nan, "p": np.nan,
+                   "p_adjusted": np.nan, "seeds": m.get("seeds", ""), "items": m.get("items"), "correction": "",
+                   "family": family, "headline": bool(v.get("headline", False)), "verdict": m["verdict"],
+                   "profile": profile}
+        else:
+            row = ledger.claim_row(v["row"], chapter=chapter, claim=v["claim"], task=v_task, method_a=v["method_a"],
+                                   method_b=v["method_b"], metric=v_metric, profile=profile,
+                                   kind=v.get("kind", "better"), margin=v.get("margin", 0.0),
+                                   headline=v.get("headline", False), family=family)
+        rows.append(row)
+        raw.append(row["verdict"])
+        where = f", {v_task}" if v.get("task") and v.get("task") != task else ""
+        labels.append(f"{v['claim']} ({v['method_a']} vs {v['method_b']}{where})")
+    if not rows:
+        return pd.DataFrame()
+    recorded = ledger.record_claims(rows, replace="family")
+    return recorded.assign(verdict_unadjusted=raw).set_axis(labels, axis=0)
