@@ -58,7 +58,17 @@ BUILD_OPTIONS = ("heldout_templates",)  # optional build_task settings besides t
 #    a reader without the image could rule out. Every other problem, and the picture and grade of these, is unchanged.
 ANALOG_VERSION = 2
 TEMPLATE_FILTERS = (None, "seen", "unseen")
-INSTRUCTION = 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.'
+# What the model is taught to reply (the reference code's prompt formats): QCM-ALE, the answer then its lecture
+# and explanation, is the paper's; QCM-A, the answer alone, is what `cpu` trains (the letter is then ~1/6 of
+# the loss instead of ~1/67: see the book's chapter 03). Both begin with ANSWER_PREFIX, so the parser and
+# eas.models.scoring read either.
+ANSWER_FORMATS = ("QCM-ALE", "QCM-A")
+ANSWER_PREFIX = "The answer is ("
+INSTRUCTIONS = {
+    "QCM-ALE": 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.',
+    "QCM-A": 'Reply with "The answer is (letter)."',
+}
+INSTRUCTION = INSTRUCTIONS["QCM-ALE"]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -69,13 +79,22 @@ def option_letters(n: int) -> str:
     return LETTERS[:n] if n <= len(LETTERS) else "".join(chr(ord("A") + i) for i in range(n))
 
 
-def format_prompt(hint: str, question: str, choices: list[str]) -> str:
+def check_answer_format(answer_format: str) -> str:
+    if answer_format not in ANSWER_FORMATS:
+        raise DatasetError(f"unknown ScienceQA answer_format {answer_format!r}; expected one of {ANSWER_FORMATS}")
+    return answer_format
+
+
+def format_prompt(hint: str, question: str, choices: list[str], answer_format: str = "QCM-ALE") -> str:
     options = " ".join(f"({letter}) {choice}" for letter, choice in zip(option_letters(len(choices)), choices))
-    return f"Context: {hint.strip() or 'N/A'}\nQuestion: {question}\nOptions: {options}\n{INSTRUCTION}"
+    instruction = INSTRUCTIONS[check_answer_format(answer_format)]
+    return f"Context: {hint.strip() or 'N/A'}\nQuestion: {question}\nOptions: {options}\n{instruction}"
 
 
-def format_target(letter: str, solution: str) -> str:
-    return f"The answer is ({letter}). BECAUSE: {solution.strip()}"
+def format_target(letter: str, solution: str, answer_format: str = "QCM-ALE") -> str:
+    if check_answer_format(answer_format) == "QCM-A":
+        return f"{ANSWER_PREFIX}{letter})."
+    return f"{ANSWER_PREFIX}{letter}). BECAUSE: {solution.strip()}"
 
 
 def grade_band(grade: str) -> str:
@@ -94,7 +113,8 @@ def find_image(root: Path, split: str, pid: str, name: str) -> Path:
     raise DatasetNotFound(f"image for problem {pid} not found (tried {tried}); expected layout: {LAYOUT}")
 
 
-def to_example(root: Path, pid: str, problem: dict, split: str, train_templates: set | None = None) -> Example:
+def to_example(root: Path, pid: str, problem: dict, split: str, train_templates: set | None = None,
+               answer_format: str = "QCM-ALE") -> Example:
     problems_file = root / "problems.json"
     if not isinstance(problem, dict):
         raise DatasetError(f"problem {pid} in {problems_file} is not an object; expected layout: {LAYOUT}")
@@ -129,8 +149,8 @@ def to_example(root: Path, pid: str, problem: dict, split: str, train_templates:
         meta["template_seen"] = train_templates is not None and meta["template"] in train_templates
     return Example(
         uid=str(pid),
-        prompt=format_prompt(hint, problem["question"], choices),
-        target=format_target(letter, problem.get("solution") or ""),
+        prompt=format_prompt(hint, problem["question"], choices, answer_format),
+        target=format_target(letter, problem.get("solution") or "", answer_format),
         answer=letter,
         image=image,
         meta=meta,
@@ -160,11 +180,13 @@ def split_pids(root: Path, problems: dict, splits: dict, split: str) -> list[str
     return pids
 
 
-def load(root: Path, split: str, *, limit: int | None = None, templates: str | None = None) -> list[Example]:
+def load(root: Path, split: str, *, limit: int | None = None, templates: str | None = None,
+         answer_format: str = "QCM-ALE") -> list[Example]:
     """`templates`: None for the whole split; "seen" / "unseen" for only the problems whose template
     does / never does occur in train (needs problems that carry a `template`: the analog's). `limit`
-    applies after that filter."""
+    applies after that filter. `answer_format`: one of ANSWER_FORMATS (the prompt's instruction and the target)."""
     check_split(split)
+    check_answer_format(answer_format)
     if templates not in TEMPLATE_FILTERS:
         raise DatasetError(f"templates={templates!r}; expected one of {TEMPLATE_FILTERS}")
     problems, splits = read_release(root)
@@ -177,7 +199,8 @@ def load(root: Path, split: str, *, limit: int | None = None, templates: str | N
             raise DatasetError(f"templates={templates!r} needs problems with a 'template' key (an eas analog built "
                                f"with analog version >= 1); {root / 'problems.json'} has none")
         pids = [p for p in pids if (problems[p]["template"] in train_templates) == (templates == "seen")]
-    return [to_example(root, pid, problems[pid], split, train_templates) for pid in take(pids, limit)]
+    return [to_example(root, pid, problems[pid], split, train_templates, answer_format)
+            for pid in take(pids, limit)]
 
 
 # ----------------------------------------------------------------------------------------------

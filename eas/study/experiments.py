@@ -44,6 +44,7 @@ from eas import baselines
 from eas.core import io
 from eas.core.results import cached_frame
 from eas.data.evaluate import METRIC_COLUMNS, chance_accuracy, chance_z, score, summarise
+from eas.data.scienceqa import ANSWER_FORMATS
 from eas.measure import cost
 from eas.method import reparam, selectors
 from eas.method.bandit import LOG_NAME, BanditConfig, BanditSearch, _load_log, candidate_skip_set, max_skippable
@@ -54,6 +55,7 @@ from eas.method.skip import SkipSet, apply_skips, eas_blocks
 from eas.models import arch
 from eas.models import train as trainlib
 from eas.models.generate import generate_texts
+from eas.models.scoring import letter_scores, letter_summary
 from eas.models.zoo import load_model
 from eas.study import runs, stats
 
@@ -77,7 +79,10 @@ ALLOWED_SELECTORS = {
 SELECTOR_KINDS = {"attention_drop": ("mha", "ffn"), "block_influence": ("mha", "ffn", "layer")}
 
 # Spec fields that change how a run is executed or labelled, not what it computes: not in the key.
-NOT_IN_KEY = ("study", "checkpoint_every")
+NOT_IN_KEY = ("study", "checkpoint_every", "letter_every", "letter_items")
+# Fields left out of the key while they hold these values, so that keys made before the field existed still
+# name the same runs.
+KEY_OMITTED_AT = {"answer_format": "QCM-ALE"}
 
 
 class ExperimentError(ValueError):
@@ -99,6 +104,7 @@ class ExperimentSpec:
     k: int = 0  # modules skipped
     selector: str | None = None  # None: "bandit" for eas / das, "none" for methods that skip nothing
     train_fraction: float = 0.2  # classification only: the AID "20%" / "50%" columns
+    answer_format: str = "QCM-ALE"  # scienceqa only: the paper's answer + rationale, or "QCM-A" (answer only)
     # PIA options (eas): PIAConfig fields, plus "preset" ("llava" | "lavin") or "ablation" (a Table 6 row)
     pia: dict = field(default_factory=dict)
     method_options: dict = field(default_factory=dict)  # the baseline's config: LoRA r, adapter hidden, ...
@@ -132,6 +138,10 @@ class ExperimentSpec:
     # labels / execution (not in the key)
     study: str = "default"
     checkpoint_every: int = 50
+    # scienceqa only: every `letter_every` fine-tuning steps, the answer letter's loss and accuracy on
+    # `letter_items` train and val items (eas.models.scoring), saved as letters.csv; 0 turns it off
+    letter_every: int = 20
+    letter_items: int = 64
 
     def __post_init__(self):
         _one_of("task", self.task, TASKS)
@@ -145,6 +155,8 @@ class ExperimentSpec:
             object.__setattr__(self, "warm_start", False)
         for name in ("pia", "method_options", "sizes"):
             object.__setattr__(self, name, dict(getattr(self, name)))
+        if self.task != "scienceqa":  # only ScienceQA has answer formats: one key per run on the other tasks
+            object.__setattr__(self, "answer_format", "QCM-ALE")
         check_spec(self)
         if self.method == "eas":  # the resolved PIA options: one design, one key, however it was named
             object.__setattr__(self, "pia", pia_config(self).to_dict())
@@ -167,7 +179,8 @@ class ExperimentSpec:
         return ExperimentSpec.from_dict({**self.to_dict(), **changes})
 
     def key(self) -> str:
-        return io.key_of({k: v for k, v in self.to_dict().items() if k not in NOT_IN_KEY})
+        return io.key_of({k: v for k, v in self.to_dict().items()
+                          if k not in NOT_IN_KEY and KEY_OMITTED_AT.get(k, object()) != v})
 
     def run_dir(self) -> Path:
         return io.results_dir("runs", self.key())
@@ -205,6 +218,9 @@ def check_spec(spec: ExperimentSpec) -> None:
         if m == "das" and ("layers" in opts or "all_layers" in opts):
             raise ExperimentError("DAS's layers are chosen by the selector: leave 'layers'/'all_layers' out.")
         baselines.make_config(m, **opts)  # raises BaselineError naming the bad option
+    _one_of("answer_format", spec.answer_format, ANSWER_FORMATS)
+    _positive_int("letter_every", spec.letter_every, 0)
+    _positive_int("letter_items", spec.letter_items)
     if spec.task == "classification" and spec.train_fraction not in runs.TRAIN_FRACTIONS.values():
         raise ExperimentError(f"train_fraction {spec.train_fraction!r} is not one of the paper's "
                               f"{sorted(runs.TRAIN_FRACTIONS.values())}.")
@@ -247,7 +263,7 @@ def pia_config(spec: ExperimentSpec) -> PIAConfig:
 
 def load_data(spec: ExperimentSpec) -> dict[str, list]:
     root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed)
-    kw = {"train_fraction": spec.train_fraction}
+    kw = {"train_fraction": spec.train_fraction, "answer_format": spec.answer_format}
     return {"train": runs.load_split(spec.task, root, "train", limit=spec.n_train, **kw),
             "val": runs.load_split(spec.task, root, "val", limit=spec.heldout, **kw),
             "test": runs.load_split(spec.task, root, "test", limit=spec.n_eval, **kw)}
@@ -354,11 +370,44 @@ def copy_supernet_weights(supernet_state: dict[str, torch.Tensor], model: nn.Mod
 
 # ----------------------------------------------------------------------------- selecting the skip set
 
-def train_config(spec: ExperimentSpec, steps: int) -> trainlib.TrainConfig:
+def train_config(spec: ExperimentSpec, steps: int, eval_every: int = 0) -> trainlib.TrainConfig:
     return trainlib.TrainConfig(lr=spec.lr, steps=steps, batch_size=spec.batch_size, grad_accum=spec.grad_accum,
                                 warmup_steps=min(spec.warmup_steps, steps - 1), seed=spec.seed,
                                 checkpoint_every=spec.checkpoint_every, log_every=10,
-                                group_by_length=spec.group_by_length)
+                                group_by_length=spec.group_by_length, eval_every=eval_every)
+
+
+# ----------------------------------------------------------------------------- what training learns
+
+LETTERS_FILE = "letters.csv"
+
+
+def letter_sets(spec: ExperimentSpec, data: dict) -> dict[str, list] | None:
+    """The train and val items whose answer letter is monitored during fine-tuning (scienceqa only)."""
+    if spec.task != "scienceqa" or not spec.letter_every:
+        return None
+    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed)
+    val = runs.load_split(spec.task, root, "val", limit=spec.letter_items, answer_format=spec.answer_format)
+    return {"train": data["train"][:spec.letter_items], "val": val}
+
+
+def letter_monitor(spec: ExperimentSpec, sets: dict[str, list]) -> Callable[[nn.Module], dict]:
+    """eval_fn for eas.models.train: the letter's loss, the other target tokens' loss and the letter's
+    accuracy among the options, on each monitored set ("train_letter_loss", "val_letter_acc", ...)."""
+
+    def evaluate(model: nn.Module) -> dict:
+        out = {}
+        for name, examples in sets.items():
+            for col, value in letter_summary(letter_scores(model, examples, batch_size=spec.eval_batch_size)).items():
+                out[f"{name}_{col}"] = value
+        return out
+
+    return evaluate
+
+
+def letters_frame(evals: list[dict]) -> pd.DataFrame:
+    """The monitor's rows, one per evaluated step (step counts optimizer steps done: 0 is before training)."""
+    return pd.DataFrame(evals).sort_values("step").reset_index(drop=True)
 
 
 def bandit_config(spec: ExperimentSpec) -> BanditConfig:
@@ -500,10 +549,22 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
         copy_supernet_weights(supernet, model)
     counts = baselines.count_parameters(model)
 
-    result = None
+    result, letters = None, None
+    monitored = letter_sets(spec, data)
+    monitor = letter_monitor(spec, monitored) if monitored else None
     if spec.method != "skip-only":  # skip-only has nothing to train
-        result = trainlib.train(model, data["train"], train_config(spec, spec.steps), run_dir=run_dir / "train",
-                                on_step=on_step, progress=progress)
+        result = trainlib.train(model, data["train"], train_config(spec, spec.steps, spec.letter_every if monitor
+                                                                   else 0),
+                                run_dir=run_dir / "train", on_step=on_step, eval_fn=monitor, progress=progress)
+    if monitor is not None:  # every `letter_every` steps, and at the end when the step count is off the cadence
+        done = {e["step"] + 1 for e in result.evals} if result else set()
+        evals = [{"step": e["step"] + 1, **{k: v for k, v in e.items() if k != "step"}}
+                 for e in (result.evals if result else [])]
+        final_step = result.steps if result else 0
+        if final_step not in done:
+            evals.append({"step": final_step, **monitor(model)})
+        letters = letters_frame(evals)
+        io.save_frame(run_dir / LETTERS_FILE, letters)
 
     per_example, metrics, eval_wall = evaluate_model(model, spec, data["test"], progress)
     io.save_frame(run_dir / "generations.csv", per_example)
@@ -525,6 +586,10 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
         "trainable_params": counts["trainable"],
         **{col: metrics.get(col, math.nan) for col in METRIC_COLUMNS[spec.task]},
         "chance": metrics["chance"],
+        "answer_format": spec.answer_format if spec.task == "scienceqa" else None,
+        # the answer letter after fine-tuning, teacher-forced on val items (NaN where not monitored)
+        "val_letter_acc": float(letters["val_letter_acc"].iloc[-1]) if letters is not None else math.nan,
+        "val_letter_loss": float(letters["val_letter_loss"].iloc[-1]) if letters is not None else math.nan,
         "n_train": len(data["train"]),
         "n_eval": len(data["test"]),
         "model": spec.model,

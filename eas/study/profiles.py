@@ -361,6 +361,8 @@ class FineTuneParams:
     model: str = "mini-llava"
     seed: int = 0
     task: str = "vqa"
+    # ScienceQA's targets: "QCM-ALE" (answer, then the rationale: the paper's) or "QCM-A" (the answer only)
+    answer_format: str = "QCM-ALE"
     sizes: dict = field(default_factory=lambda: {"train": 2000, "val": 300, "test": 500})
     selector: str = "bandit"
     steps: int = 80              # fine-tuning steps of every run
@@ -426,7 +428,8 @@ class FineTuneParams:
         pia = {"skip_hidden": self.skip_hidden, "adapt_hidden": self.adapt_hidden, **changes.pop("pia", {})}
         if changes.get("method", "eas") != "eas":
             pia = {}  # the PIA sizes belong to EAS; a baseline's sizes come in `method_options`
-        values = dict(task=self.task, method="eas", kind="mha", k=1, selector=self.selector, pia=pia,
+        values = dict(task=self.task, answer_format=self.answer_format, method="eas", kind="mha", k=1,
+                      selector=self.selector, pia=pia,
                       sizes=self.sizes, steps=self.steps, warmup_steps=self.warmup_steps,
                       batch_size=self.batch_size, lr=self.lr,
                       bandit_warmup_steps=self.bandit_warmup_steps, bandit_comparisons=self.bandit_comparisons,

@@ -27,8 +27,11 @@ def prepare_task(task: str, sizes: dict, seed: int = 0) -> Path:
 
 
 def load_split(task: str, root: Path, split: str, *, limit: int | None = None,
-               train_fraction: float = 0.2) -> list[Example]:
+               train_fraction: float = 0.2, answer_format: str = "QCM-ALE") -> list[Example]:
+    """`train_fraction` is classification's, `answer_format` ScienceQA's; each task ignores the other's."""
     kw = {"train_fraction": train_fraction} if task == "classification" else {}
+    if task == "scienceqa":
+        kw["answer_format"] = answer_format
     return load_task(task, split, root, limit=limit, **kw)
 
 

@@ -1,0 +1,104 @@
+"""What a teacher-forced forward says about the answer letter of a multiple-choice target.
+
+A ScienceQA target is "The answer is (X). BECAUSE: ..." and the training loss averages over every target
+token, so the one token that decides the score (the letter) is ~1.5% of the loss: the mean loss can fall
+to ~0.1 by copying the rationale while the letter stays at chance. These functions split the loss into
+the letter's token and the rest, and read off which option letter the model prefers at the letter's slot:
+
+    rows = letter_scores(model, examples)       # one dict per example
+    letter_summary(rows)                        # letter_loss, rest_loss, letter_acc, letter_chance
+
+The letter's slot is found by tokenising the target once per option letter and taking the first answer
+token at which the variants differ, so no assumption is made about how a tokenizer splits "(A)".
+Examples need `meta["n_choices"]` (ScienceQA's loader sets it) and a target naming their `answer` letter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from eas.models.prompt import prompt_context
+from eas.models.train import batch_to
+
+
+class LetterError(ValueError):
+    """An example whose target has no answer letter to score."""
+
+
+@dataclass(frozen=True)
+class LetterSlot:
+    slot: int  # index among the example's answer (label) tokens
+    option_ids: tuple[int, ...]  # the token each option letter puts at that slot, in option order
+    answer_index: int  # which option is correct
+
+
+def _option_letters(n: int) -> str:
+    return "".join(chr(ord("A") + i) for i in range(n))
+
+
+def _answer_tokens(model, examples) -> list[list[int]]:
+    batch = model.collate(examples, with_target=True)
+    return [row[row != -100].tolist() for row in batch.labels.cpu()]
+
+
+def letter_slot(model, example) -> LetterSlot:
+    """Where the answer letter sits among `example`'s target tokens, and each option's token there."""
+    n = example.meta.get("n_choices")
+    letters = _option_letters(n) if isinstance(n, int) and n >= 2 else ""
+    marker = f"({example.answer})"
+    if example.answer not in letters or marker not in example.target:
+        raise LetterError(f"example {example.uid}: target {example.target[:60]!r} names no option letter "
+                          f"'({example.answer})' among {n!r} options (meta['n_choices'])")
+    variants = [dataclasses.replace(example, target=example.target.replace(marker, f"({x})", 1)) for x in letters]
+    rows = _answer_tokens(model, variants)
+    width = min(map(len, rows))
+    differs = [j for j in range(width) if len({r[j] for r in rows}) > 1]
+    if not differs:
+        raise LetterError(f"example {example.uid}: the option letters tokenise identically in its target")
+    slot = differs[0]
+    return LetterSlot(slot=slot, option_ids=tuple(r[slot] for r in rows), answer_index=letters.index(example.answer))
+
+
+@torch.no_grad()
+def letter_scores(model, examples, *, batch_size: int = 8) -> list[dict]:
+    """Per example: the letter token's cross-entropy (full vocabulary), the mean over the other target
+    tokens, and whether the correct letter has the highest logit among the option letters."""
+    slots = [letter_slot(model, ex) for ex in examples]
+    device = model.lm_head.weight.device
+    was_training = model.training
+    model.eval()
+    rows = []
+    for start in range(0, len(examples), batch_size):
+        chunk = examples[start:start + batch_size]
+        batch = batch_to(model.collate(chunk, with_target=True), device)
+        with prompt_context(batch.prompt_mask, batch.attention_mask):
+            hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features)
+        targets = batch.labels[:, 1:]
+        for b, (ex, ls) in enumerate(zip(chunk, slots[start:start + batch_size])):
+            where = (targets[b] != -100).nonzero().squeeze(-1)
+            logits = model.lm_head(hidden[b, where]).float()  # position t predicts target token t + 1
+            ce = F.cross_entropy(logits, targets[b, where], reduction="none")
+            rest = torch.cat([ce[:ls.slot], ce[ls.slot + 1:]])
+            option_logits = logits[ls.slot, list(ls.option_ids)]
+            rows.append({"uid": ex.uid, "letter_loss": float(ce[ls.slot]),
+                         "rest_loss": float(rest.mean()) if len(rest) else math.nan,
+                         "letter_correct": bool(int(option_logits.argmax()) == ls.answer_index),
+                         "letter_chance": 1.0 / len(ls.option_ids)})
+    model.train(was_training)
+    return rows
+
+
+def letter_summary(rows: list[dict]) -> dict:
+    """Means over examples: letter_loss, rest_loss, letter_acc and its chance level (letter_chance)."""
+    if not rows:
+        raise LetterError("no examples to summarise")
+    n = len(rows)
+    return {"letter_loss": sum(r["letter_loss"] for r in rows) / n,
+            "rest_loss": sum(r["rest_loss"] for r in rows) / n,
+            "letter_acc": sum(r["letter_correct"] for r in rows) / n,
+            "letter_chance": sum(r["letter_chance"] for r in rows) / n}
