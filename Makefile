@@ -15,6 +15,7 @@ help:
 	@echo "make test                     set up, lint (ruff) and run the tests (unit, integration, smoke notebooks)"
 	@echo "make notebooks PROFILE=smoke  run the notebooks under a profile (NB=01_base_model for one)"
 	@echo "                              profiles: smoke | cpu (default, ~77 min measured) | cpu-full (3 seeds, 500 questions, Table 3 AID, ~3 h est.) | gpu"
+	@echo "                              | paper (LLaVA-1.5-7B + official ScienceQA on a GPU: set EAS_LLAVA, EAS_SCIENCEQA)"
 	@echo "make lab                      JupyterLab with the project's kernel"
 	@echo "make bench [SUITE=core|latency|strategies|throughput] benchmarks, side by side in one run (writes data/results/bench/)"
 	@echo "make lock                     re-resolve the newest allowed versions into requirements.lock"
@@ -59,8 +60,10 @@ test-fast: venv
 notebooks: venv
 	$(PY) -m eas.study.notebooks --profile $(PROFILE) $(NB)
 
+# The book renders the chapters the profile runs (its `chapters:`; every chapter by default).
 book: notebooks
-	$(VENV)/bin/jupyter-book build book/
+	$(PY) -m eas.study.notebooks --profile $(PROFILE) --toc book/_toc.$(PROFILE).yml
+	$(VENV)/bin/jupyter-book build book/ --toc book/_toc.$(PROFILE).yml
 	@echo "open book/_build/html/index.html"
 
 lab: venv

@@ -27,6 +27,10 @@ def attach_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[nn.M
     modules = []
     for layer in lora_layers(model):
         modules += [layer.lora_A[LORA_ADAPTER_NAME], layer.lora_B[LORA_ADAPTER_NAME]]
+    # fp32 beside a 16-bit base, as every adapter here (peft casts a layer's input to its LoRA weights' dtype)
+    dtype = arch.adapter_factory_kwargs(lora_layers(model)[0].get_base_layer().weight)["dtype"] if modules else None
+    for m in modules:
+        m.to(dtype)
     return finish(model, "lora", config, modules, undo=[lambda: _unload_lora(model)])
 
 

@@ -25,8 +25,7 @@ def attached(model: nn.Module) -> Attached | None:
 
 
 def factory_kwargs(model: nn.Module) -> dict:
-    w = arch.layer_parts(arch.decoder_layers(model)[0]).attn_norm.weight
-    return {"device": w.device, "dtype": w.dtype}
+    return arch.adapter_factory_kwargs(arch.layer_parts(arch.decoder_layers(model)[0]).attn_norm.weight)
 
 
 def begin(model: nn.Module) -> None:

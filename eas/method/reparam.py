@@ -316,7 +316,7 @@ class LowRankMLP(nn.Module):
         SkipPIA.merge_inputs(). Reuses the module `plan` keeps for this layer."""
         # A plan is rebuilt whenever the MLP's or the PIA's weights change (_plan_key), so its module fits.
         if plan.module is None:
-            plan.module = cls(mlp, pia.down1.weight)
+            plan.module = cls(mlp, pia.down1.weight.to(mlp.gate_proj.weight.dtype))  # fp32 PIA on a bf16 base
         module = plan.module
         dtype = plan.maps.dtype
         h0 = h0.to(dtype)

@@ -111,6 +111,15 @@ def make_skip_set(model: nn.Module, **indices) -> SkipSet:
     return validate(model, SkipSet(**{k: tuple(v) for k, v in indices.items()}), raw=indices)
 
 
+def adapter_delta(adapter: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """adapter(x) in the adapter's own dtype, returned in x's: fp32 adapters beside a bf16 base (eas.models.arch.
+    adapter_factory_kwargs) see fp32 inputs; same-dtype adapters run unchanged."""
+    weight = next(adapter.parameters(), None)
+    if weight is None or weight.dtype == x.dtype:
+        return adapter(x)
+    return adapter(x.to(weight.dtype)).to(x.dtype)
+
+
 class EASBlock(nn.Module):
     """A decoder layer with optional skips and adapter slots. Holds the original block unchanged."""
 
@@ -131,12 +140,12 @@ class EASBlock(nn.Module):
         if self.skip_attn and cache is not None:
             count_tokens(cache, self.original_attn_idx, x)
         if self.skip_attn and self.skip_ffn:
-            return x if self.layer_adapter is None else x + self.layer_adapter(x)
+            return x if self.layer_adapter is None else x + adapter_delta(self.layer_adapter, x)
         parts = arch.layer_parts(self.block)
         if not self.skip_attn:
             n = parts.attn_norm(x)
             if self.attn_adapter is not None:
-                n = n + self.attn_adapter(n)
+                n = n + adapter_delta(self.attn_adapter, n)
             a, _ = parts.attn(
                 hidden_states=n, attention_mask=attention_mask, position_ids=position_ids,
                 cache=cache, use_cache=use_cache,
@@ -146,7 +155,7 @@ class EASBlock(nn.Module):
         if not self.skip_ffn:
             n = parts.ffn_norm(x)
             if self.ffn_adapter is not None:
-                n = n + self.ffn_adapter(n)
+                n = n + adapter_delta(self.ffn_adapter, n)
             x = x + parts.mlp(n)
         return x
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 from torch import nn
 
 # Class name -> how to reach the text decoder (the module owning `.layers`) from the top model.
@@ -182,3 +183,11 @@ def vision_encoder(model: nn.Module) -> nn.Module | None:
     for attr in path[:-1]:
         module = getattr(module, attr)
     return getattr(module, "vision_tower", None)
+
+
+def adapter_factory_kwargs(weight: torch.Tensor) -> dict:
+    """Device and dtype for new trainable modules beside a frozen weight: its device, and fp32 when the base is
+    16-bit (AdamW's moments and small updates underflow in fp16/bf16; eas.method.skip runs each adapter in its
+    own dtype and casts its output back)."""
+    dtype = torch.float32 if weight.dtype in (torch.float16, torch.bfloat16) else weight.dtype
+    return {"device": weight.device, "dtype": dtype}

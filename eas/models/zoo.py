@@ -33,17 +33,31 @@ class AlignConfig:
     seed: int = 0
 
 
+def looks_like_path(name: str) -> bool:
+    """A name written as a filesystem path (absolute, ./, ../ or ~/), which must then exist: never a hub id."""
+    return name.startswith(("/", "./", "../", "~")) or Path(name).exists()
+
+
 def is_llava_checkpoint(name: str) -> bool:
-    """A local LLaVA folder (its config names LlavaForConditionalGeneration) or a llava hub id."""
-    path = Path(name)
-    if (path / "config.json").is_file():
-        return "LlavaForConditionalGeneration" in (path / "config.json").read_text()
-    return "llava" in name.lower() and "/" in name and not path.exists()
+    """A local LLaVA folder (its config names LlavaForConditionalGeneration) or a llava hub id ("org/name")."""
+    path = Path(name).expanduser()
+    if looks_like_path(name):
+        config = path / "config.json"
+        return config.is_file() and "LlavaForConditionalGeneration" in config.read_text()
+    return "llava" in name.lower() and name.count("/") == 1
 
 
 def check_model_name(name: str) -> str:
     if name in MODEL_NAMES or is_llava_checkpoint(name):
         return name
+    path = Path(name).expanduser()
+    if looks_like_path(name):
+        found = ("does not exist" if not path.exists() else
+                 "has no config.json" if not (path / "config.json").is_file() else
+                 "has a config.json that does not name LlavaForConditionalGeneration")
+        raise ValueError(f"model folder {path} {found}; expected a LLaVA-1.5 checkpoint folder (config.json naming "
+                         "LlavaForConditionalGeneration, the weights, and the processor's files), as "
+                         "LlavaForConditionalGeneration.save_pretrained and processor.save_pretrained write it")
     raise ValueError(
         f"unknown model {name!r}; expected one of {', '.join(MODEL_NAMES)}, or the path / hub id of a "
         "LLaVA-1.5 checkpoint (a folder whose config.json names LlavaForConditionalGeneration)"
@@ -56,7 +70,9 @@ def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignCo
     if name not in MODEL_NAMES:
 
         cuda = torch.cuda.is_available()
-        return LlavaTarget.from_pretrained(name, dtype=torch.float16 if cuda else torch.float32,
+        # bf16, not fp16: the trained adapters are kept in fp32 beside it (eas.method.skip runs each adapter in
+        # its own dtype), and bf16's range keeps the frozen base's activations finite
+        return LlavaTarget.from_pretrained(name, dtype=torch.bfloat16 if cuda else torch.float32,
                                            device="cuda" if cuda else None).requires_grad_(False)
     if not isinstance(visual_grid, int) or not 1 <= visual_grid <= 7:
         raise ValueError(f"visual_grid must be an integer in 1..7 (EfficientNet-Lite0's grid is 7x7); "
@@ -93,6 +109,16 @@ def alignment_log(visual_grid: int = 2, align: AlignConfig | None = None) -> dic
 
 
 def parameter_counts(model) -> dict[str, int]:
-    total = sum(p.numel() for p in model.parameters())
-    proj = sum(p.numel() for p in model.projector.parameters()) if hasattr(model, "projector") else 0
-    return {"language_model": total - proj, "projector": proj, "total": total}
+    """Parameters by part: the language model (with its LM head), the projector, and the vision tower where the
+    module holds one (LLaVA's CLIP; the mini-LLaVA's EfficientNet runs outside it, on cached features)."""
+
+    def count(module) -> int:
+        return sum(p.numel() for p in module.parameters()) if module is not None else 0
+
+    total = count(model)
+    if isinstance(model, LlavaTarget):
+        inner = model.model.model
+        proj, vision = count(getattr(inner, "multi_modal_projector", None)), count(getattr(inner, "vision_tower", None))
+    else:
+        proj, vision = count(getattr(model, "projector", None)), 0
+    return {"language_model": total - proj - vision, "projector": proj, "vision": vision, "total": total}

@@ -39,6 +39,7 @@ from typing import Callable
 import pandas as pd
 import torch
 from torch import nn
+from transformers import AutoConfig
 
 from eas import baselines
 from eas.core import io
@@ -46,6 +47,8 @@ from eas.core.results import cached_frame
 from eas.data.evaluate import METRIC_COLUMNS, chance_accuracy, chance_z, score, summarise
 from eas.data.scienceqa import ANSWER_FORMATS
 from eas.measure import cost
+from eas.measure.memory import training_memory
+from eas.measure.shapes import param_count, shape_config
 from eas.method import reparam, selectors
 from eas.method.bandit import LOG_NAME, BanditConfig, BanditSearch, _load_log, candidate_skip_set, max_skippable
 from eas.method.pia import PIAConfig, SkipPIA
@@ -82,7 +85,7 @@ SELECTOR_KINDS = {"attention_drop": ("mha", "ffn"), "block_influence": ("mha", "
 NOT_IN_KEY = ("study", "checkpoint_every", "letter_every", "letter_items")
 # Fields left out of the key while they hold these values, so that keys made before the field existed still
 # name the same runs.
-KEY_OMITTED_AT = {"answer_format": "QCM-ALE"}
+KEY_OMITTED_AT = {"answer_format": "QCM-ALE", "dataset": None}
 
 
 class ExperimentError(ValueError):
@@ -128,6 +131,9 @@ class ExperimentSpec:
     warm_start: bool = True  # fine-tune the chosen set from the supernet's adapters (else fresh ones)
     # data and evaluation
     sizes: dict = field(default_factory=dict)  # runs.prepare_task sizes (train/val/test or per_class)
+    # a folder holding the task's official release (e.g. ScienceQA's problems.json, pid_splits.json, images/);
+    # None: the study's offline analog, built from `sizes` and `data_seed`
+    dataset: str | None = None
     n_train: int | None = None  # limit on training examples (None: the whole train split)
     n_eval: int = 100
     eval_batch_size: int = 8
@@ -157,6 +163,11 @@ class ExperimentSpec:
             object.__setattr__(self, name, dict(getattr(self, name)))
         if self.task != "scienceqa":  # only ScienceQA has answer formats: one key per run on the other tasks
             object.__setattr__(self, "answer_format", "QCM-ALE")
+        if self.dataset is not None:  # one folder, one key, however the path was written
+            if not isinstance(self.dataset, (str, Path)) or not str(self.dataset):
+                raise ExperimentError(f"dataset must be the path of a folder holding the task's release, got "
+                                      f"{self.dataset!r}.")
+            object.__setattr__(self, "dataset", str(Path(self.dataset).expanduser().resolve()))
         check_spec(self)
         if self.method == "eas":  # the resolved PIA options: one design, one key, however it was named
             object.__setattr__(self, "pia", pia_config(self).to_dict())
@@ -262,7 +273,7 @@ def pia_config(spec: ExperimentSpec) -> PIAConfig:
 # ----------------------------------------------------------------------------- data and model
 
 def load_data(spec: ExperimentSpec) -> dict[str, list]:
-    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed)
+    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
     kw = {"train_fraction": spec.train_fraction, "answer_format": spec.answer_format}
     return {"train": runs.load_split(spec.task, root, "train", limit=spec.n_train, **kw),
             "val": runs.load_split(spec.task, root, "val", limit=spec.heldout, **kw),
@@ -386,7 +397,7 @@ def letter_sets(spec: ExperimentSpec, data: dict) -> dict[str, list] | None:
     """The train and val items whose answer letter is monitored during fine-tuning (scienceqa only)."""
     if spec.task != "scienceqa" or not spec.letter_every:
         return None
-    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed)
+    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
     val = runs.load_split(spec.task, root, "val", limit=spec.letter_items, answer_format=spec.answer_format)
     return {"train": data["train"][:spec.letter_items], "val": val}
 
@@ -403,6 +414,13 @@ def letter_monitor(spec: ExperimentSpec, sets: dict[str, list]) -> Callable[[nn.
         return out
 
     return evaluate
+
+
+def letter_curve(spec: ExperimentSpec) -> pd.DataFrame | None:
+    """A finished run's letter monitor (`letters.csv`: one row per monitored step), or None where it has none
+    (not ScienceQA, monitoring off, or a run from before the monitor existed)."""
+    path = spec.run_dir() / LETTERS_FILE
+    return pd.read_csv(path) if path.exists() else None
 
 
 def letters_frame(evals: list[dict]) -> pd.DataFrame:
@@ -483,6 +501,71 @@ def evaluate_model(model: nn.Module, spec: ExperimentSpec, examples: list,
     per_example = score(spec.task, examples, texts)
     metrics = {**summarise(spec.task, per_example), "chance": chance_accuracy(spec.task, examples)}
     return per_example, metrics, wall
+
+
+# ----------------------------------------------------------------------------- memory, before anything is loaded
+
+PROMPT_TEXT_TOKENS = 160  # a ScienceQA prompt's text tokens, generously (the analog's longest is ~140)
+
+
+def model_shape(name: str) -> tuple[object, int, int, int]:
+    """(language model config, vision + projector parameters, visual tokens, bytes per weight) of a model name,
+    read from config files only: the embedded model's known shape, a LLaVA folder's config.json, or (a hub id
+    this machine cannot resolve) LLaVA-1.5-7B's shape."""
+    cuda = torch.cuda.is_available()
+    if name == "tiny":
+        return shape_config("tiny-llama"), 0, 4, 4
+    if name == "mini-llava":
+        return shape_config("smollm2-135m"), 0, 4, 4
+    try:
+        cfg = AutoConfig.from_pretrained(name, local_files_only=True)  # a folder, or the hub's local cache
+        text, vision = cfg.text_config, cfg.vision_config
+        d_v, layers_v = vision.hidden_size, vision.num_hidden_layers
+        extra = layers_v * 12 * d_v * d_v + d_v * text.hidden_size + text.hidden_size ** 2
+        visual = (vision.image_size // vision.patch_size) ** 2
+    except (OSError, ValueError, AttributeError):
+        text, extra, visual = shape_config("llava-1.5-7b"), 303_000_000 + 21_000_000, 576
+    return text, extra, visual, 2 if cuda else 4
+
+
+def trainable_estimate(spec: ExperimentSpec, config) -> int:
+    """The trained parameters of `spec`'s method from the shapes (bottlenecks: down + up projections)."""
+    d, n_layers = config.hidden_size, config.num_hidden_layers
+    opts = spec.method_options
+    if spec.method == "eas":
+        cfg = pia_config(spec)
+        return 2 * d * (spec.k * cfg.skip_hidden + n_layers * cfg.adapt_hidden)
+    if spec.method == "lora":
+        r = opts.get("r", baselines.LoRAConfig().r)
+        return n_layers * 7 * r * 2 * d  # q, k, v, o, gate, up, down (peft's default targets here)
+    if spec.method in ("adapter", "mam"):
+        return n_layers * 2 * 2 * d * opts.get("hidden", 128)
+    if spec.method == "das":
+        return 2 * d * (spec.k * opts.get("layer_hidden", 256) + n_layers * (opts.get("kept_hidden") or 0))
+    if spec.method == "full":
+        return param_count(config)
+    return 0
+
+
+def memory_estimate(spec: ExperimentSpec):
+    """eas.measure.memory.training_memory for `spec`, from config files only (nothing is loaded): printed by the
+    chapters before their runs start, so a run that cannot fit says so before it loads 14 GB."""
+    config, extra, visual, weight_bytes = model_shape(spec.model)
+    seq_len = visual + PROMPT_TEXT_TOKENS + spec.max_new_tokens
+    return training_memory(config, trainable=trainable_estimate(spec, config), micro_batch=spec.batch_size,
+                           seq_len=seq_len, answer_tokens=spec.max_new_tokens, weight_bytes=weight_bytes,
+                           extra_params=extra)
+
+
+def memory_table(specs: dict[str, ExperimentSpec], budget_gb: float = 80.0) -> pd.DataFrame:
+    """One row per run label: the estimate's terms and total in GB, and whether it fits `budget_gb`."""
+    rows = {}
+    for label, spec in specs.items():
+        est = memory_estimate(spec)
+        rows[label] = {"weights GB": est.weights / 2**30, "trainable GB": est.trainable / 2**30,
+                       "activations GB": est.activations / 2**30, "total GB": est.total_gb,
+                       f"fits {budget_gb:.0f} GB": est.total_gb <= budget_gb}
+    return pd.DataFrame(rows).T
 
 
 # ----------------------------------------------------------------------------- the experiment

@@ -18,19 +18,23 @@ import nbformat
 
 from eas import versions
 from eas.core.io import REPO_ROOT
-from eas.study.profiles import PROFILES, SOURCE_DIR, ParameterError, notebook_names, profile_values
+from eas.study.profiles import PROFILES, SOURCE_DIR, ParameterError, notebook_names, profile_chapters, profile_values
 
 OUTPUT_DIR = REPO_ROOT / "book" / "notebooks"
 KERNEL = "eas"
 
 
-def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel: str | None = KERNEL) -> Path:
+def run_notebook(name: str, profile: str, output_dir: Path = OUTPUT_DIR, kernel: str | None = KERNEL,
+                 parameters: dict | None = None) -> Path:
+    """Execute one chapter under `profile`; `parameters` override single values, as papermill's -p does."""
     import papermill as pm
 
     if name not in notebook_names():
         raise ParameterError(f"no notebook {name!r} in {SOURCE_DIR}; expected one of {', '.join(notebook_names())}.")
-    profile_values(profile, name)  # a bad profile file fails here, before a kernel starts
-    params = {"profile": profile}  # the notebook reads the rest itself (eas.study.profiles.resolve_params)
+    # a bad profile file (or an unset variable it needs) fails here, before a kernel starts
+    profile_values(profile, name, provided=set(parameters or {}))
+    # the notebook reads the rest itself (eas.study.profiles.resolve_params)
+    params = {**(parameters or {}), "profile": profile}
     output_dir.mkdir(parents=True, exist_ok=True)
     out = output_dir / f"{name}.ipynb"
     tmp = output_dir / f".{name}.running.ipynb"
@@ -70,14 +74,32 @@ def record_environment(path: Path, profile: str) -> None:
     nbformat.write(nb, str(path))
 
 
+def write_toc(profile: str, path: Path) -> Path:
+    """A jupyter-book table of contents of the chapters `profile` runs (`make book` builds with it, so a profile
+    that runs some chapters renders those, not stale copies of the others)."""
+    import yaml
+
+    chapters = [{"file": f"notebooks/{name}"} for name in profile_chapters(profile)]
+    toc = {"format": "jb-book", "root": "intro", "chapters": chapters + [{"file": "architecture"}]}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("# written by eas.study.notebooks.write_toc: the chapters of profile " + profile + "\n"
+                    + yaml.safe_dump(toc, sort_keys=False))
+    return path
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("names", nargs="*", help="notebooks to run (default: all)")
     parser.add_argument("--profile", default="cpu", choices=PROFILES)
     parser.add_argument("--output-dir", type=Path, default=OUTPUT_DIR)
     parser.add_argument("--kernel", default=KERNEL)
+    parser.add_argument("--toc", type=Path, help="only write the profile's table of contents to this file")
     args = parser.parse_args(argv)
-    names = args.names or notebook_names()
+    if args.toc is not None:
+        print(f"table of contents of profile {args.profile}: {write_toc(args.profile, args.toc)}")
+        return 0
+    names = args.names or profile_chapters(args.profile)
     for name in names:
         start = time.time()
         print(f"[{args.profile}] {name} ...", flush=True)

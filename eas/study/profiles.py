@@ -11,6 +11,8 @@ dataclass below and fails with a message naming the parameter, the value and wha
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -22,9 +24,10 @@ from eas.core.io import REPO_ROOT
 from eas.data import TASKS
 from eas.method.pia.config import MERGE_STRATEGIES, TABLE6_ROWS
 from eas.models.zoo import check_model_name
+from eas.study import runs
 from eas.study.experiments import ExperimentSpec
 
-PROFILES = ("smoke", "cpu", "cpu-full", "gpu")
+PROFILES = ("smoke", "cpu", "cpu-full", "gpu", "paper")
 SOURCE_DIR = REPO_ROOT / "notebooks"
 PROFILE_DIR = SOURCE_DIR / "profiles"
 
@@ -59,6 +62,29 @@ class BaseModelParams:
     probe_task: str = "scienceqa"
     probe_examples: int = 16
     probe_batch_size: int = 8
+    scienceqa_root: str = ""  # the official ScienceQA release's folder ("": the study's analog)
+
+    def __post_init__(self):
+        check_scienceqa_root(self.scienceqa_root)
+
+    def release_key(self, task: str = "scienceqa") -> dict:
+        """What a cached result's key adds when `task` is read from a release folder rather than the analog."""
+        return {"scienceqa_root": self.scienceqa_root} if task == "scienceqa" and self.scienceqa_root else {}
+
+    def task_root(self, task: str) -> Path:
+        """The folder `task`'s examples are read from (the analog, built once, or the official release)."""
+        release = self.scienceqa_root if task == "scienceqa" and self.scienceqa_root else None
+        return runs.prepare_task(task, self.dataset_sizes[task], self.seed, release=release)
+
+
+def check_scienceqa_root(root: str) -> None:
+    """An official ScienceQA folder's problems.json and pid_splits.json, read before anything runs."""
+    if not root:
+        return
+    try:
+        runs.check_release("scienceqa", root)
+    except ValueError as err:
+        raise ParameterError(f"parameter scienceqa_root={root!r}: {err}") from None
 
 
 @dataclass(frozen=True)
@@ -235,7 +261,7 @@ def resolve_params(notebook: str, namespace: dict) -> tuple[dict, dict]:
     _check("profile", profile, hints["profile"])
     values = {f.name: getattr(cls(), f.name) for f in fields(cls)}
     source = dict.fromkeys(values, "default")
-    from_profile = profile_values(profile, notebook)
+    from_profile = profile_values(profile, notebook, provided={f.name for f in fields(cls) if f.name in namespace})
     for name, value in from_profile.items():
         if name != "profile" and value != values[name]:
             source[name] = f"{profile}.yaml"
@@ -276,9 +302,10 @@ def parameter_table(notebook: str, namespace: dict) -> pd.DataFrame:
                         index=pd.Index(list(values), name="parameter"))
 
 
-def profile_values(profile: str, notebook: str, directory: str | Path | None = None) -> dict:
+def profile_values(profile: str, notebook: str, directory: str | Path | None = None, provided=()) -> dict:
     """The values a profile sets for a notebook, checked against the notebook's parameters.
-    `directory` holds the profile files (default: PROFILE_DIR, notebooks/profiles/)."""
+    `directory` holds the profile files (default: PROFILE_DIR, notebooks/profiles/). `provided`: parameters the
+    caller sets itself (papermill's -p), whose profile values are then not expanded (`expand_env`)."""
     if profile not in PROFILES:
         raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}.")
     directory = Path(directory) if directory is not None else PROFILE_DIR
@@ -292,11 +319,35 @@ def profile_values(profile: str, notebook: str, directory: str | Path | None = N
             raise ParameterError(
                 f"{path} sets unknown parameters {unknown} for {notebook}; expected a subset of {sorted(known)}."
             )
+    values = {name: value if name in provided else expand_env(value, f"{path} ({notebook}.{name})")
+              for name, value in values.items()}
     values["profile"] = profile
     return values
 
 
-EXTENDS = "extends"  # the one top-level key of a profile file that is not a section
+ENV_VALUE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(value, where: str):
+    """A profile value with `${NAME}` or `${NAME:-default}` in it, the environment variable's value put in (the
+    `paper` profile's checkpoint and dataset folders). An unset variable with no default is an error naming it."""
+    if not isinstance(value, str) or "${" not in value:
+        return value
+
+    def one(match):
+        name, default = match.group(1), match.group(2)
+        if name in os.environ and os.environ[name]:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ParameterError(f"{where} is {value!r}, but the environment variable {name} is not set: set it "
+                             f"(e.g. `export {name}=/path/to/...`) or pass the parameter with papermill's -p.")
+
+    return ENV_VALUE.sub(one, value)
+
+
+EXTENDS = "extends"  # a top-level key of a profile file that is not a section: the profile it starts from
+CHAPTERS = "chapters"  # another: the chapters (notebooks) the profile runs, in order (default: every chapter)
 
 
 def profile_sections() -> tuple[str, ...]:
@@ -321,14 +372,19 @@ def read_profile(path: Path) -> dict:
     if not isinstance(data, dict):
         raise ParameterError(f"{path} holds a {type(data).__name__}; expected a mapping of `{EXTENDS}` and "
                              f"notebook sections.")
-    valid = (EXTENDS, *profile_sections())
+    valid = (EXTENDS, CHAPTERS, *profile_sections())
+    chapters = data.get(CHAPTERS)
+    if chapters is not None and (not isinstance(chapters, list) or not chapters
+                                 or any(c not in notebook_names() for c in chapters)):
+        raise ParameterError(f"{path}: `{CHAPTERS}` is {chapters!r}; expected a non-empty list of chapters among "
+                             f"{', '.join(notebook_names())}.")
     for key, section in data.items():
         if key not in valid:
             close = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             raise ParameterError(f"{path} has an unknown top-level key {key!r}{hint}; expected `{EXTENDS}` or "
                                  f"a section among {', '.join(profile_sections())}.")
-        if key != EXTENDS and section is not None and not isinstance(section, dict):
+        if key not in (EXTENDS, CHAPTERS) and section is not None and not isinstance(section, dict):
             raise ParameterError(f"{path}: section {key!r} holds {section!r}; expected a mapping of parameter "
                                  "names to values.")
     return data
@@ -341,9 +397,21 @@ def _profile_section(profile: str, notebook: str, directory: Path = PROFILE_DIR,
     if profile not in PROFILES:
         raise ParameterError(f"profile {seen[-1]!r} extends unknown profile {profile!r}.")
     data = read_profile(directory / f"{profile}.yaml")
+    data.pop(CHAPTERS, None)
     parent = data.pop(EXTENDS, None)
     values = _profile_section(parent, notebook, directory, (*seen, profile)) if parent else {}
     return {**values, **dict(data.get(notebook) or {})}
+
+
+def profile_chapters(profile: str, directory: str | Path | None = None) -> list[str]:
+    """The chapters a profile runs, in order: its file's `chapters` (or the extended profile's), else all."""
+    if profile not in PROFILES:
+        raise ParameterError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}.")
+    directory = Path(directory) if directory is not None else PROFILE_DIR
+    data = read_profile(directory / f"{profile}.yaml")
+    if CHAPTERS in data:
+        return list(data[CHAPTERS])
+    return profile_chapters(data[EXTENDS], directory) if data.get(EXTENDS) else notebook_names()
 
 
 def as_dict(params) -> dict:
@@ -363,11 +431,13 @@ class FineTuneParams:
     task: str = "vqa"
     # ScienceQA's targets: "QCM-ALE" (answer, then the rationale: the paper's) or "QCM-A" (the answer only)
     answer_format: str = "QCM-ALE"
+    scienceqa_root: str = ""  # the official ScienceQA release's folder ("": the study's analog)
     sizes: dict = field(default_factory=lambda: {"train": 2000, "val": 300, "test": 500})
     selector: str = "bandit"
     steps: int = 80              # fine-tuning steps of every run
     warmup_steps: int = 8        # linear learning-rate warm-up, then cosine decay
     batch_size: int = 8
+    grad_accum: int = 1          # micro-batches of batch_size per optimizer step (a 7B model's activations)
     lr: float = 0.001
     skip_hidden: int = 32
     adapt_hidden: int = 8
@@ -396,8 +466,9 @@ class FineTuneParams:
         if isinstance(self.timing_tokens, bool) or not isinstance(self.timing_tokens, int) or self.timing_tokens < 2:
             raise ParameterError(f"parameter timing_tokens={self.timing_tokens!r} must be an integer >= 2 "
                                  "(one prefill token and at least one timed decode step).")
-        for name in ("timing_repeats", "steps", "batch_size", "skip_hidden", "adapt_hidden", "bandit_comparisons",
-                     "bandit_m", "bandit_T", "heldout", "n_eval", "eval_batch_size", "answer_tokens"):
+        for name in ("timing_repeats", "steps", "batch_size", "grad_accum", "skip_hidden", "adapt_hidden",
+                     "bandit_comparisons", "bandit_m", "bandit_T", "heldout", "n_eval", "eval_batch_size",
+                     "answer_tokens"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ParameterError(f"parameter {name}={value!r} must be a positive integer.")
@@ -412,6 +483,7 @@ class FineTuneParams:
         if not isinstance(self.sizes, dict) or any(isinstance(v, bool) or not isinstance(v, int) or v <= 0
                                                    for v in self.sizes.values()):
             raise ParameterError(f"parameter sizes={self.sizes!r}; expected a dict of positive split sizes.")
+        check_scienceqa_root(self.scienceqa_root)
         try:
             self.spec()  # every other combination error, named by eas.study.experiments
         except ValueError as err:
@@ -431,12 +503,15 @@ class FineTuneParams:
         values = dict(task=self.task, answer_format=self.answer_format, method="eas", kind="mha", k=1,
                       selector=self.selector, pia=pia,
                       sizes=self.sizes, steps=self.steps, warmup_steps=self.warmup_steps,
-                      batch_size=self.batch_size, lr=self.lr,
+                      batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr,
                       bandit_warmup_steps=self.bandit_warmup_steps, bandit_comparisons=self.bandit_comparisons,
                       bandit_m=self.bandit_m, bandit_T=self.bandit_T, bandit_lr=self.bandit_lr,
                       heldout=self.heldout, n_eval=self.n_eval, eval_batch_size=self.eval_batch_size,
                       max_new_tokens=self.answer_tokens, model=self.model, data_seed=self.seed, seed=self.seed)
-        return ExperimentSpec(**{**values, **changes})
+        values = {**values, **changes}
+        if values["task"] == "scienceqa" and self.scienceqa_root and "dataset" not in changes:
+            values["dataset"] = self.scienceqa_root
+        return ExperimentSpec(**values)
 
 
 def _check_list(name: str, values, allowed=None) -> None:

@@ -7,6 +7,8 @@ share, so that the same figure or the same kind of sentence is drawn or written 
     accuracy_se(acc, n)                  the binomial standard error of one accuracy, in points
     comparison_sentence(rows)            "name +1.2 points (cannot tell ...; detectable 3.4); ..."
     record_verdicts(...)                 one family of a chapter's verdicts into the claims ledger
+    letter_figure(curves)                the answer letter's loss and accuracy during fine-tuning, per run
+    chance_flags(checks)                 a warning naming every run whose accuracy is not above chance
 """
 
 from __future__ import annotations
@@ -188,3 +190,41 @@ def record_family(verdicts: list[dict], *, chapter: str, family: str, profile: s
         return pd.DataFrame()
     recorded = ledger.record_claims(rows, replace="family")
     return recorded.assign(verdict_unadjusted=raw).set_axis(labels, axis=0)
+
+
+def letter_figure(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """What fine-tuning teaches the answer letter (ScienceQA): per run (label -> its `letters.csv`, as read by
+    `experiments.letter_curve`), the letter token's loss (solid: val, dotted: train) beside the loss of the other
+    target tokens, and the letter's val accuracy among the options against its chance level. A run whose loss
+    falls while its letter stays at chance has learned the template, not the answer."""
+    if not curves:
+        raise ValueError("letter_figure needs at least one run's letter curve.")
+    fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(12, 3.4))
+    for i, (label, df) in enumerate(curves.items()):
+        color = f"C{i}"
+        ax0.plot(df["step"], df["val_letter_loss"], "-o", color=color, ms=3, label=f"{label}: letter")
+        ax0.plot(df["step"], df["train_letter_loss"], ":", color=color)
+        ax0.plot(df["step"], df["val_rest_loss"], "--", color=color, alpha=0.6, label=f"{label}: other tokens")
+        ax1.plot(df["step"], 100 * df["val_letter_acc"], "-o", color=color, ms=3, label=label)
+    chance = 100 * float(np.mean([df["val_letter_chance"].mean() for df in curves.values()]))
+    ax1.axhline(chance, color="grey", ls="--", lw=1, label=f"chance ({chance:.0f}%)")
+    ax0.set(xlabel="fine-tuning step", ylabel="cross-entropy (nats)",
+            title="answer letter vs the rest of the target (val; dotted: train)")
+    ax1.set(xlabel="fine-tuning step", ylabel="letter accuracy (%)", ylim=(0, 100),
+            title="the letter's accuracy among the options (val, teacher-forced)")
+    ax0.legend(fontsize=7)
+    ax1.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def chance_flags(checks: Mapping[str, Mapping]) -> str:
+    """Markdown naming each run that is not above chance (`checks`: label -> `experiments.chance_check`), so that a
+    table of such runs is read as guesses, not as accuracies; '' when every run is above chance."""
+    at_chance = {label: c for label, c in checks.items() if not c["above_chance"]}
+    if not at_chance:
+        return ""
+    listed = "; ".join(f"{label} {c['accuracy']:.1f}% against {c['chance']:.1f}% chance (z = {c['z']:+.1f})"
+                       for label, c in at_chance.items())
+    return (f"**At chance** (not above it by z > 2, {len(at_chance)} of {len(checks)} runs): {listed}. Their "
+            "accuracies are guesses; a comparison between them says nothing about the methods.")

@@ -11,7 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from eas.core import io
-from eas.data import TASKS, Example, build_task, load_task
+from eas.data import TASKS, Example, build_task, load_task, task_module
+from eas.data._common import require_dir
 from eas.data.evaluate import chance_accuracy, chance_z, score, summarise
 from eas.models.generate import generate_texts
 
@@ -19,11 +20,28 @@ from eas.models.generate import generate_texts
 TRAIN_FRACTIONS = {"20%": 0.2, "50%": 0.5}
 
 
-def prepare_task(task: str, sizes: dict, seed: int = 0) -> Path:
+def prepare_task(task: str, sizes: dict, seed: int = 0, release: str | Path | None = None) -> Path:
+    """The folder a task's examples are read from: `release`, a folder holding the dataset's official release
+    (checked, never written), or else the study's analog built from `sizes` and `seed`."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; expected one of {', '.join(TASKS)}")
+    if release is not None:
+        return check_release(task, release)
     root = io.datasets_dir(f"{task}-{io.key_of({'sizes': sizes, 'seed': seed})}")
     return build_task(task, root, seed=seed, **sizes)
+
+
+def check_release(task: str, release: str | Path) -> Path:
+    """`release` as a task's official-release folder, or a DatasetError (DatasetNotFound) naming the folder or
+    file that is missing or malformed and the layout expected. ScienceQA's problems and splits are read here;
+    each image is looked for when its problem is loaded, before any training."""
+    root = Path(release).expanduser()
+    module = task_module(task)
+    if task == "scienceqa":
+        module.read_release(root)
+    else:
+        require_dir(root, module.LAYOUT)
+    return root.resolve()
 
 
 def load_split(task: str, root: Path, split: str, *, limit: int | None = None,

@@ -25,8 +25,7 @@ FORMAT_VERSION = 1
 
 
 def _factory_kwargs(block: nn.Module) -> dict:
-    w = arch.layer_parts(block).ffn_norm.weight
-    return {"device": w.device, "dtype": w.dtype}
+    return arch.adapter_factory_kwargs(arch.layer_parts(block).ffn_norm.weight)
 
 
 def attach_skip_pia(model: nn.Module, index: int, config: PIAConfig) -> SkipPIA:
