@@ -134,7 +134,7 @@ FINETUNE = dict(steps=2, warmup_steps=0, batch_size=2, grad_accum=2, skip_hidden
                 bandit_warmup_steps=2, bandit_comparisons=2, bandit_T=2, heldout=4, n_eval=8, eval_batch_size=4,
                 answer_tokens=6, timing_tokens=2, timing_repeats=1)
 OVERRIDES = {
-    "01_base_model": dict(n_eval=4, eval_batch_size=2, probe_examples=4, probe_batch_size=4,
+    "01_base_model": dict(n_eval=6, eval_batch_size=3, probe_examples=4, probe_batch_size=4,
                           max_new_tokens={"scienceqa": 6, "vqa": 4, "classification": 4},
                           dataset_sizes={"scienceqa": SQA_SIZES, "vqa": {"train": 20, "val": 10, "test": 10},
                                          "classification": {"per_class": 10}}),
