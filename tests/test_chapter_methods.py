@@ -231,6 +231,11 @@ def test_scienceqa_check_table_and_sentence():
     text = methods.scienceqa_text(checks, sqa, rows, task="vqa", steps=80, batch_size=8)
     assert "LoRA 33.0% against 34.0% chance (z = -0.2)" in text and "No method is above chance" in text
     assert "took 3.75 s here, against 0.10 s for a vqa step" in text
+    assert "letter alone" not in text  # runs from before the letter monitor
+    with_letters = methods.scienceqa_table(checks, sqa_rows.assign(val_letter_acc=0.36), rows, "vqa", "Avg")
+    assert with_letters.loc["LoRA", "val letter acc"] == pytest.approx(36.0)
+    assert "the answer letter alone was right 36% (LoRA) of the time" in methods.scienceqa_text(
+        checks, with_letters, rows, task="vqa", steps=80, batch_size=8)
     learned = {"LoRA": {**checks["LoRA"], "z": 3.0, "above_chance": True}}
     assert "Above chance (z > 2) for LoRA." in methods.scienceqa_text(learned, sqa, rows, task="vqa", steps=80,
                                                                       batch_size=8)

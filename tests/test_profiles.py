@@ -1,5 +1,7 @@
 """Notebook parameters: profiles load, bad values fail with a message naming what was wrong."""
 
+from pathlib import Path
+
 import pytest
 
 from eas.study.notebooks import notebook_names, run_notebook
@@ -7,7 +9,9 @@ from eas.study.profiles import PROFILES, ParameterError, notebook_params, profil
 
 
 @pytest.mark.parametrize("profile", PROFILES)
-def test_every_profile_is_valid_for_every_notebook(profile):
+def test_every_profile_is_valid_for_every_notebook(profile, monkeypatch):
+    if profile == "paper":  # it reads the official release's folder from EAS_SCIENCEQA (tests/test_paper_profile.py)
+        monkeypatch.setenv("EAS_SCIENCEQA", str(Path(__file__).parent / "fixtures" / "scienceqa"))
     for name in notebook_names():
         values = profile_values(profile, name)
         params = notebook_params(name, values)
@@ -138,7 +142,8 @@ def profile_copy(tmp_path, **edits):
     return folder
 
 
-def test_a_profile_directory_gives_the_same_values(tmp_path):
+def test_a_profile_directory_gives_the_same_values(tmp_path, monkeypatch):
+    monkeypatch.setenv("EAS_SCIENCEQA", str(tmp_path))  # the paper profile's release folder (any value)
     folder = profile_copy(tmp_path)
     from eas.study.notebooks import notebook_names
 

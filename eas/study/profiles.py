@@ -429,8 +429,9 @@ class FineTuneParams:
     model: str = "mini-llava"
     seed: int = 0
     task: str = "vqa"
-    # ScienceQA's targets: "QCM-ALE" (answer, then the rationale: the paper's) or "QCM-A" (the answer only)
-    answer_format: str = "QCM-ALE"
+    # ScienceQA's targets: "QCM-ALE" (answer, then the rationale: the paper's; gpu and paper) or "QCM-A" (the answer
+    # only: cpu, whose budget is a fraction of an epoch; README "ScienceQA under cpu")
+    answer_format: str = "QCM-A"
     scienceqa_root: str = ""  # the official ScienceQA release's folder ("": the study's analog)
     sizes: dict = field(default_factory=lambda: {"train": 2000, "val": 300, "test": 500})
     selector: str = "bandit"

@@ -390,6 +390,8 @@ def scienceqa_table(checks: dict, sqa_rows: pd.DataFrame, rows: pd.DataFrame, ta
     """Per ScienceQA-check method: accuracy against chance (z), time per training step, and the same method's
     accuracy on the chapter's task (`checks`: label -> `experiments.chance_check`; `sqa_rows` indexed by label)."""
     sqa = pd.DataFrame(checks).T[["accuracy", "chance", "z", "n", "above_chance"]]
+    if "val_letter_acc" in sqa_rows:  # the letter alone, teacher-forced on val items (eas.models.scoring)
+        sqa["val letter acc"] = 100 * sqa_rows.val_letter_acc
     sqa["train s / step"] = sqa_rows.train_wall_s / sqa_rows.train_steps
     sqa[f"{task} accuracy"] = [rows.loc[label, head] if label in rows.index else math.nan for label in sqa.index]
     return sqa
@@ -404,5 +406,13 @@ def scienceqa_text(checks: dict, sqa: pd.DataFrame, rows: pd.DataFrame, *, task:
             + (". Above chance (z > 2) for " + ", ".join(learned) + "." if learned else
                ". No method is above chance (z > 2): at this budget ScienceQA comparisons would compare guesses, so "
                f"this chapter's Table 1 runs on {task}.")
+            + (f" Teacher-forced on val items, the answer letter alone was right {letters} of the time, so the "
+               "chance level is not a parsing artefact." if (letters := _letter_accuracies(sqa)) else "")
             + f" A ScienceQA step took {float(sqa['train s / step'].mean()):.2f} s here, against "
             f"{float((rows.train_wall_s / rows.train_steps.clip(lower=1)).median()):.2f} s for a {task} step.")
+
+
+def _letter_accuracies(sqa: pd.DataFrame) -> str:
+    if "val letter acc" not in sqa or sqa["val letter acc"].isna().all():
+        return ""
+    return ", ".join(f"{v:.0f}% ({label})" for label, v in sqa["val letter acc"].dropna().items())
