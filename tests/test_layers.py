@@ -139,3 +139,15 @@ def test_an_export_written_before_the_layout_still_loads():
             hidden, _ = CausalLMTarget(model)(batch.input_ids, batch.attention_mask)
             logits = model.lm_head(hidden)
     assert torch.allclose(logits, expected["logits"], atol=1e-5)
+
+
+def test_notebooks_stay_thin():
+    """Logic lives in eas/ with tests; a chapter's code cells only call it (issue 24: none over 25 lines)."""
+    import json
+
+    notebooks = sorted((EAS.parent / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+    assert notebooks
+    long = [f"{nb.name} cell {i}: {n} lines" for nb in notebooks
+            for i, cell in enumerate(json.loads(nb.read_text())["cells"])
+            if cell["cell_type"] == "code" and (n := len("".join(cell["source"]).splitlines())) > 25]
+    assert not long, "notebook cells over 25 lines (move the logic into eas/):\n" + "\n".join(long)

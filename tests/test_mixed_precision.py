@@ -4,6 +4,7 @@ in fp32 and hand bf16 back, train with finite losses, and merge after prefill to
 from __future__ import annotations
 
 import torch
+from test_reparam import prompt_batch  # the same left-padded prompts as the fp32 merge tests
 
 from eas import baselines
 from eas.data import Example
@@ -12,7 +13,7 @@ from eas.method.pia import PIAConfig, attach_pia, trainable_parameters
 from eas.method.reparam import forced_decode_logits
 from eas.method.skip import SkipSet
 from eas.models import train as trainlib
-from eas.models.mini_llava import Batch, MiniLlava, tiny_language_model
+from eas.models.mini_llava import MiniLlava, tiny_language_model
 
 CFG = PIAConfig(skip_hidden=8, adapt_hidden=4)
 SKIPS = SkipSet(mha=(0, 2))
@@ -26,17 +27,6 @@ def model_in(dtype, tokenizer, seed=1) -> MiniLlava:
         for p in trainable_parameters(model):
             p.copy_(torch.randn(p.shape, generator=g) * 0.3)
     return model
-
-
-def prompt_batch(lens=(5, 9, 7)) -> Batch:
-    g = torch.Generator().manual_seed(0)
-    W = max(lens)
-    ids = torch.full((len(lens), W), 2)
-    attn = torch.zeros(len(lens), W, dtype=torch.long)
-    for b, n in enumerate(lens):
-        ids[b, W - n:] = torch.randint(100, 5000, (n,), generator=g)
-        attn[b, W - n:] = 1
-    return Batch(ids, attn, attn.bool())
 
 
 def test_adapters_are_fp32_beside_a_bf16_base(tokenizer):
