@@ -23,7 +23,9 @@ class Bottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self._norm[0]
-        h = self.up(torch.relu(self.down(norm(x) if norm is not None else x)))
+        n = norm(x) if norm is not None else x
+        # fp32 beside a 16-bit base (eas.models.arch.adapter_factory_kwargs): computed in its own dtype, returned in x's
+        h = self.up(torch.relu(self.down(n.to(self.down.weight.dtype)))).to(x.dtype)
         return h if self.scale == 1.0 else self.scale * h
 
     def extra_repr(self) -> str:

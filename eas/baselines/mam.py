@@ -74,7 +74,8 @@ def _prefix_pre_hook(prefix_len: int):
                 if prefix is None:
                     raise BaselineError(f"layer {i}'s attention is kept but has no MAM prefix (it was skipped "
                                         "when MAM was attached): attach MAM again after changing the skips.")
-                cache.update(*prefix.expanded(batch), blk.block.self_attn.layer_idx)
+                dtype = text_model.norm.weight.dtype  # fp32 prefixes beside a 16-bit base join its cache in its dtype
+                cache.update(*(t.to(dtype) for t in prefix.expanded(batch)), blk.block.self_attn.layer_idx)
             cache._eas_prefix_len = prefix_len
             kwargs["cache"] = cache
         if getattr(cache, "_eas_prefix_len", 0):
