@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import nn
 
 from eas.baselines.config import LORA_ADAPTER_NAME, LoRAConfig
-from eas.baselines.state import begin, check_config, finish
+from eas.baselines.state import begin, check_config, factory_kwargs, finish
 from eas.models import arch
 
 
@@ -28,7 +28,7 @@ def attach_lora(model: nn.Module, config: LoRAConfig | None = None) -> list[nn.M
     for layer in lora_layers(model):
         modules += [layer.lora_A[LORA_ADAPTER_NAME], layer.lora_B[LORA_ADAPTER_NAME]]
     # fp32 beside a 16-bit base, as every adapter here (peft casts a layer's input to its LoRA weights' dtype)
-    dtype = arch.adapter_factory_kwargs(lora_layers(model)[0].get_base_layer().weight)["dtype"] if modules else None
+    dtype = factory_kwargs(model)["dtype"]
     for m in modules:
         m.to(dtype)
     return finish(model, "lora", config, modules, undo=[lambda: _unload_lora(model)])

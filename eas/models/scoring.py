@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from eas.data.scienceqa import option_letters
 from eas.models.prompt import prompt_context
-from eas.models.train import batch_to
 
 
 class LetterError(ValueError):
@@ -37,10 +37,6 @@ class LetterSlot:
     answer_index: int  # which option is correct
 
 
-def _option_letters(n: int) -> str:
-    return "".join(chr(ord("A") + i) for i in range(n))
-
-
 def _answer_tokens(model, examples) -> list[list[int]]:
     batch = model.collate(examples, with_target=True)
     return [row[row != -100].tolist() for row in batch.labels.cpu()]
@@ -49,7 +45,7 @@ def _answer_tokens(model, examples) -> list[list[int]]:
 def letter_slot(model, example) -> LetterSlot:
     """Where the answer letter sits among `example`'s target tokens, and each option's token there."""
     n = example.meta.get("n_choices")
-    letters = _option_letters(n) if isinstance(n, int) and n >= 2 else ""
+    letters = option_letters(n) if isinstance(n, int) and n >= 2 else ""
     marker = f"({example.answer})"
     if example.answer not in letters or marker not in example.target:
         raise LetterError(f"example {example.uid}: target {example.target[:60]!r} names no option letter "
@@ -65,17 +61,17 @@ def letter_slot(model, example) -> LetterSlot:
 
 
 @torch.no_grad()
-def letter_scores(model, examples, *, batch_size: int = 8) -> list[dict]:
+def letter_scores(model, examples, *, batch_size: int = 8, slots: list[LetterSlot] | None = None) -> list[dict]:
     """Per example: the letter token's cross-entropy (full vocabulary), the mean over the other target
-    tokens, and whether the correct letter has the highest logit among the option letters."""
-    slots = [letter_slot(model, ex) for ex in examples]
-    device = model.lm_head.weight.device
+    tokens, and whether the correct letter has the highest logit among the option letters. `slots`: the
+    examples' `letter_slot`s, when the caller scores the same examples repeatedly (they depend on the text only)."""
+    slots = slots if slots is not None else [letter_slot(model, ex) for ex in examples]
     was_training = model.training
     model.eval()
     rows = []
     for start in range(0, len(examples), batch_size):
         chunk = examples[start:start + batch_size]
-        batch = batch_to(model.collate(chunk, with_target=True), device)
+        batch = model.collate(chunk, with_target=True)  # on the model's device
         with prompt_context(batch.prompt_mask, batch.attention_mask):
             hidden, _ = model(batch.input_ids, batch.attention_mask, batch.image_features)
         targets = batch.labels[:, 1:]

@@ -58,7 +58,7 @@ from eas.method.skip import SkipSet, apply_skips, eas_blocks
 from eas.models import arch
 from eas.models import train as trainlib
 from eas.models.generate import generate_texts
-from eas.models.scoring import letter_scores, letter_summary
+from eas.models.scoring import letter_scores, letter_slot, letter_summary
 from eas.models.zoo import load_model
 from eas.study import runs, stats
 
@@ -406,11 +406,15 @@ def letter_monitor(spec: ExperimentSpec, sets: dict[str, list]) -> Callable[[nn.
     """eval_fn for eas.models.train: the letter's loss, the other target tokens' loss and the letter's
     accuracy among the options, on each monitored set ("train_letter_loss", "val_letter_acc", ...)."""
 
+    slots = {}  # each set's letter slots, found once: they depend on the text, not the weights
+
     def evaluate(model: nn.Module) -> dict:
         out = {}
         for name, examples in sets.items():
-            for col, value in letter_summary(letter_scores(model, examples, batch_size=spec.eval_batch_size)).items():
-                out[f"{name}_{col}"] = value
+            if name not in slots:
+                slots[name] = [letter_slot(model, ex) for ex in examples]
+            rows = letter_scores(model, examples, batch_size=spec.eval_batch_size, slots=slots[name])
+            out.update({f"{name}_{col}": value for col, value in letter_summary(rows).items()})
         return out
 
     return evaluate
