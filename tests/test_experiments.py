@@ -5,6 +5,7 @@ import json
 import math
 import os
 import shutil
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -248,6 +249,12 @@ def test_trained_model_rebuilds_what_was_evaluated_and_time_runs_times_it(factor
                                  after_prefill=hook, progress=False)
         stored = pd.read_csv(s.run_dir() / "generations.csv", keep_default_na=False, dtype={"prediction": str})
         assert list(stored.prediction) == replies
+        # one set of frozen weights for every timed run: the embedding is base's own tensor; LoRA's merge wrote
+        # into weights of its own
+        assert model.language_model.get_input_embeddings().weight is base.language_model.get_input_embeddings().weight
+        shared = {p.data_ptr() for p in base.parameters()}
+        own = sum(p.numel() for p in model.parameters() if p.data_ptr() not in shared)
+        assert 0 < own < sum(p.numel() for p in base.parameters()) / 4
     after = base.state_dict()  # the shared base was copied, never changed
     assert set(after) == set(before) and all(torch.equal(after[k], v) for k, v in before.items())
 
@@ -284,3 +291,47 @@ def test_chance_check_of_a_finished_run(factory):
     correct = item_correctness(s).set_index("uid").correct.astype(int)
     assert c["n"] == len(correct) == s.n_eval and c["accuracy"] == pytest.approx(100 * correct.mean())
     assert 0 < c["chance"] < 100 and math.isfinite(c["z"]) and c["above_chance"] == (c["z"] > 2)
+
+
+def test_under_several_processes_only_the_main_one_evaluates_and_writes(factory, monkeypatch):
+    """A rank other than the main one trains (its share of each batch, in the real launch), then waits for the main
+    process's row instead of evaluating and writing the same files itself."""
+
+    class OtherRank:
+        is_main_process = False
+
+        def wait_for_everyone(self):  # stands for the main process finishing the run meanwhile
+            waits.append(1)
+            io.write_json(s.run_dir() / experiments.ROW_FILE, {"studies": [s.study], "by": "main"})
+
+    waits = []
+    s = spec(method="lora", method_options={"r": 2}, seed=11)
+    monkeypatch.setattr(experiments, "PartialState", OtherRank)
+    monkeypatch.setattr(experiments, "evaluate_model", lambda *a, **k: pytest.fail("a non-main rank evaluated"))
+    row = run_experiment(s, model_factory=factory, progress=False)
+    assert row["by"] == "main" and waits == [1]
+    written = {p.name for p in s.run_dir().iterdir()}
+    assert not written & {"spec.json", "selection.json", "generations.csv"}, written
+
+
+def test_models_load_on_the_process_device(monkeypatch):
+    """On GPUs a LLaVA checkpoint goes to this process's device (accelerate's PartialState), not a bare "cuda"."""
+    from eas.models import zoo
+
+    seen = {}
+
+    class Loaded:
+        def requires_grad_(self, flag):
+            return self
+
+    def from_pretrained(path, dtype, device):
+        seen.update(path=path, dtype=dtype, device=device)
+        return Loaded()
+
+    monkeypatch.setattr(zoo.torch.cuda, "is_available", lambda: True)
+    import accelerate
+
+    monkeypatch.setattr(accelerate, "PartialState", lambda: SimpleNamespace(device=torch.device("cuda", 1)))
+    monkeypatch.setattr(zoo.LlavaTarget, "from_pretrained", staticmethod(from_pretrained))
+    zoo.load_model("llava-hf/llava-1.5-7b-hf")
+    assert seen["device"] == torch.device("cuda", 1) and seen["dtype"] == torch.bfloat16

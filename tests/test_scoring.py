@@ -49,7 +49,7 @@ def _letter_position_by_decoding(model, example) -> int:
     raise AssertionError("letter not found")
 
 
-@pytest.mark.parametrize("answer_format", scienceqa.ANSWER_FORMATS)
+@pytest.mark.parametrize("answer_format", scienceqa.LETTER_FORMATS)
 def test_letter_loss_and_accuracy_match_a_hand_computation(tiny_mini_llava, sqa_root, answer_format):
     model = tiny_mini_llava
     examples = load_task("scienceqa", "test", sqa_root, answer_format=answer_format)

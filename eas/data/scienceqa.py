@@ -62,11 +62,15 @@ TEMPLATE_FILTERS = (None, "seen", "unseen")
 # and explanation, is the paper's; QCM-A, the answer alone, is what `cpu` trains (the letter is then ~1/6 of
 # the loss instead of ~1/67: see the book's chapter 03). Both begin with ANSWER_PREFIX, so the parser and
 # eas.models.scoring read either.
-ANSWER_FORMATS = ("QCM-ALE", "QCM-A")
+# QCM-A-text, ours, names the option's text instead of its letter ("The answer is eagle."): the reply then needs
+# no binding of an option to its letter, a step a small model may not learn within a short budget.
+ANSWER_FORMATS = ("QCM-ALE", "QCM-A", "QCM-A-text")
+LETTER_FORMATS = ("QCM-ALE", "QCM-A")  # the formats whose target names the option letter (eas.models.scoring)
 ANSWER_PREFIX = "The answer is ("
 INSTRUCTIONS = {
     "QCM-ALE": 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.',
     "QCM-A": 'Reply with "The answer is (letter)."',
+    "QCM-A-text": 'Reply with "The answer is" and the option.',
 }
 INSTRUCTION = INSTRUCTIONS["QCM-ALE"]
 
@@ -91,8 +95,10 @@ def format_prompt(hint: str, question: str, choices: list[str], answer_format: s
     return f"Context: {hint.strip() or 'N/A'}\nQuestion: {question}\nOptions: {options}\n{instruction}"
 
 
-def format_target(letter: str, solution: str, answer_format: str = "QCM-ALE") -> str:
-    if check_answer_format(answer_format) == "QCM-A":
+def format_target(letter: str, solution: str, answer_format: str = "QCM-ALE", choice: str = "") -> str:
+    if check_answer_format(answer_format) == "QCM-A-text":
+        return f"The answer is {choice.strip()}."
+    if answer_format == "QCM-A":
         return f"{ANSWER_PREFIX}{letter})."
     return f"{ANSWER_PREFIX}{letter}). BECAUSE: {solution.strip()}"
 
@@ -150,7 +156,7 @@ def to_example(root: Path, pid: str, problem: dict, split: str, train_templates:
     return Example(
         uid=str(pid),
         prompt=format_prompt(hint, problem["question"], choices, answer_format),
-        target=format_target(letter, problem.get("solution") or "", answer_format),
+        target=format_target(letter, problem.get("solution") or "", answer_format, choices[answer]),
         answer=letter,
         image=image,
         meta=meta,

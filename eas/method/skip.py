@@ -21,13 +21,16 @@ Each adapter maps its input `n` to a delta added to it: n + adapter(n).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers.cache_utils import DynamicLayer, DynamicSlidingWindowLayer
 
 from eas.models import arch
+from eas.models.prompt import current_context, restored_context
 
 KINDS = ("mha", "ffn", "layer")
 
@@ -133,9 +136,23 @@ class EASBlock(nn.Module):
         self.attn_adapter: nn.Module | None = None
         self.ffn_adapter: nn.Module | None = None
         self.layer_adapter: nn.Module | None = None
+        # Recompute this block's activations in the backward pass instead of keeping them (set_checkpointing).
+        # The block calls the decoder layer's parts itself, so the layer's own (transformers) checkpointing
+        # never runs inside it: this is the one that does.
+        self.checkpointing = False
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None,
                 cache=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:
+        if self.checkpointing and self.training and torch.is_grad_enabled() and cache is None:
+            ctx = current_context()  # the recomputation runs in backward, outside the forward's prompt context
+            return checkpoint(self._forward, hidden_states, attention_mask, position_ids, None, False,
+                              position_embeddings, use_reentrant=False,
+                              context_fn=lambda: (contextlib.nullcontext(), restored_context(ctx)), **kwargs)
+        return self._forward(hidden_states, attention_mask, position_ids, cache, use_cache, position_embeddings,
+                             **kwargs)
+
+    def _forward(self, hidden_states: torch.Tensor, attention_mask=None, position_ids=None,
+                 cache=None, use_cache=False, position_embeddings=None, **kwargs) -> torch.Tensor:
         x = hidden_states
         if self.skip_attn and cache is not None:
             count_tokens(cache, self.original_attn_idx, x)
@@ -240,6 +257,16 @@ def apply_skips(model: nn.Module, skips: SkipSet) -> SkipSet:
         blk.block.self_attn.layer_idx = blk.original_attn_idx
     model._eas_skips = skips
     return skips
+
+
+def set_checkpointing(model: nn.Module, enabled: bool = True) -> int:
+    """Gradient checkpointing of every decoder layer (wrapping them as EASBlocks): in training, each block keeps
+    only its input and recomputes the rest during backward, so activation memory stops growing with depth at
+    the cost of about one more forward pass. Gradients are unchanged. Returns the number of blocks set."""
+    blocks = eas_blocks(model)
+    for blk in blocks:
+        blk.checkpointing = bool(enabled)
+    return len(blocks)
 
 
 def current_skips(model: nn.Module) -> SkipSet:

@@ -60,3 +60,14 @@ def make_context(prompt_mask: torch.Tensor, attention_mask: torch.Tensor | None 
 
 def current_context() -> PromptContext | None:
     return _CURRENT.get()
+
+
+@contextlib.contextmanager
+def restored_context(ctx: PromptContext | None):
+    """Run forwards inside with a context captured earlier (`current_context()`): gradient checkpointing recomputes
+    a block in backward, outside the forward's `prompt_context`, and must see the prompt the forward saw."""
+    token = _CURRENT.set(ctx)
+    try:
+        yield ctx
+    finally:
+        _CURRENT.reset(token)

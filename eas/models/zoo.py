@@ -64,6 +64,14 @@ def check_model_name(name: str) -> str:
     )
 
 
+def process_device() -> torch.device:
+    """This process's accelerator: under `accelerate launch` each rank's own GPU (cuda:0, cuda:1, ...), never a bare
+    "cuda" that puts every rank's copy on the first GPU; a single process gets the first."""
+    from accelerate import PartialState
+
+    return PartialState().device
+
+
 def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignConfig | None = None,
                seed: int = 0, progress: bool = True):
     check_model_name(name)
@@ -73,7 +81,7 @@ def load_model(name: str = "mini-llava", *, visual_grid: int = 2, align: AlignCo
         # bf16, not fp16: the trained adapters are kept in fp32 beside it (eas.method.skip runs each adapter in
         # its own dtype), and bf16's range keeps the frozen base's activations finite
         return LlavaTarget.from_pretrained(name, dtype=torch.bfloat16 if cuda else torch.float32,
-                                           device="cuda" if cuda else None).requires_grad_(False)
+                                           device=process_device() if cuda else None).requires_grad_(False)
     if not isinstance(visual_grid, int) or not 1 <= visual_grid <= 7:
         raise ValueError(f"visual_grid must be an integer in 1..7 (EfficientNet-Lite0's grid is 7x7); "
                          f"got {visual_grid!r}")

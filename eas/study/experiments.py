@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import itertools
 import json
 import math
 import time
@@ -38,6 +39,7 @@ from typing import Callable
 
 import pandas as pd
 import torch
+from accelerate import PartialState
 from torch import nn
 from transformers import AutoConfig
 
@@ -45,7 +47,7 @@ from eas import baselines
 from eas.core import io
 from eas.core.results import cached_frame
 from eas.data.evaluate import METRIC_COLUMNS, chance_accuracy, chance_z, score, summarise
-from eas.data.scienceqa import ANSWER_FORMATS
+from eas.data.scienceqa import ANSWER_FORMATS, LETTER_FORMATS
 from eas.measure import cost
 from eas.measure.memory import training_memory
 from eas.measure.shapes import param_count, shape_config
@@ -54,7 +56,7 @@ from eas.method.bandit import LOG_NAME, BanditConfig, BanditSearch, _load_log, c
 from eas.method.pia import PIAConfig, SkipPIA
 from eas.method.pia.config import TABLE6_ROWS
 from eas.method.reparam import calibrate_static_router, prepare_reparam, reparam_hook
-from eas.method.skip import SkipSet, apply_skips, eas_blocks
+from eas.method.skip import SkipSet, apply_skips, eas_blocks, set_checkpointing
 from eas.models import arch
 from eas.models import train as trainlib
 from eas.models.generate import generate_texts
@@ -82,7 +84,7 @@ ALLOWED_SELECTORS = {
 SELECTOR_KINDS = {"attention_drop": ("mha", "ffn"), "block_influence": ("mha", "ffn", "layer")}
 
 # Spec fields that change how a run is executed or labelled, not what it computes: not in the key.
-NOT_IN_KEY = ("study", "checkpoint_every", "letter_every", "letter_items")
+NOT_IN_KEY = ("study", "checkpoint_every", "letter_every", "letter_items", "gradient_checkpointing")
 # Fields left out of the key while they hold these values, so that keys made before the field existed still
 # name the same runs.
 KEY_OMITTED_AT = {"answer_format": "QCM-ALE", "dataset": None}
@@ -144,6 +146,9 @@ class ExperimentSpec:
     # labels / execution (not in the key)
     study: str = "default"
     checkpoint_every: int = 50
+    # recompute each decoder layer's activations in backward (eas.method.skip.set_checkpointing): the same
+    # gradients, ~1/3 more compute, and activation memory of one layer instead of all (a 7B run's batches)
+    gradient_checkpointing: bool = False
     # scienceqa only: every `letter_every` fine-tuning steps, the answer letter's loss and accuracy on
     # `letter_items` train and val items (eas.models.scoring), saved as letters.csv; 0 turns it off
     letter_every: int = 20
@@ -232,6 +237,8 @@ def check_spec(spec: ExperimentSpec) -> None:
     _one_of("answer_format", spec.answer_format, ANSWER_FORMATS)
     _positive_int("letter_every", spec.letter_every, 0)
     _positive_int("letter_items", spec.letter_items)
+    if not isinstance(spec.gradient_checkpointing, bool):
+        raise ExperimentError(f"gradient_checkpointing must be true or false, got {spec.gradient_checkpointing!r}.")
     if spec.task == "classification" and spec.train_fraction not in runs.TRAIN_FRACTIONS.values():
         raise ExperimentError(f"train_fraction {spec.train_fraction!r} is not one of the paper's "
                               f"{sorted(runs.TRAIN_FRACTIONS.values())}.")
@@ -287,6 +294,7 @@ def build_model(spec: ExperimentSpec, model_factory: Callable[[], nn.Module] | N
                                                                           progress=progress)
     baselines.detach(model)  # frozen base, no skips
     eas_blocks(model)  # every method attaches to the wrapped layers: checkpoint names never depend on order
+    set_checkpointing(model, spec.gradient_checkpointing)
     return model
 
 
@@ -395,7 +403,7 @@ LETTERS_FILE = "letters.csv"
 
 def letter_sets(spec: ExperimentSpec, data: dict) -> dict[str, list] | None:
     """The train and val items whose answer letter is monitored during fine-tuning (scienceqa only)."""
-    if spec.task != "scienceqa" or not spec.letter_every:
+    if spec.task != "scienceqa" or not spec.letter_every or spec.answer_format not in LETTER_FORMATS:
         return None
     root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
     val = runs.load_split(spec.task, root, "val", limit=spec.letter_items, answer_format=spec.answer_format)
@@ -558,7 +566,7 @@ def memory_estimate(spec: ExperimentSpec):
     seq_len = visual + PROMPT_TEXT_TOKENS + spec.max_new_tokens
     return training_memory(config, trainable=trainable_estimate(spec, config), micro_batch=spec.batch_size,
                            seq_len=seq_len, answer_tokens=spec.max_new_tokens, weight_bytes=weight_bytes,
-                           extra_params=extra)
+                           extra_params=extra, checkpointing=spec.gradient_checkpointing)
 
 
 def memory_table(specs: dict[str, ExperimentSpec], budget_gb: float = 80.0) -> pd.DataFrame:
@@ -618,7 +626,11 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
     row = _stored_row(run_dir, spec.study)
     if row is not None:
         return row
-    io.write_json(run_dir / "spec.json", spec.to_dict())
+    # Under `accelerate launch` every process trains its share of each batch; one process (the main one) writes,
+    # evaluates and times, and the others wait for its row.
+    process = PartialState()
+    if process.is_main_process:
+        io.write_json(run_dir / "spec.json", spec.to_dict())
 
     data = load_data(spec)
     model = build_model(spec, model_factory, progress)
@@ -629,7 +641,8 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
     skips, selection, supernet = select_skips(model, spec, data, run_dir, progress)
     # A bandit search's own clock sums its resumed pieces (and includes its comparisons).
     search_wall = selection.get("search_train_wall_s", time.perf_counter() - t0)
-    io.write_json(run_dir / "selection.json", selection)
+    if process.is_main_process:
+        io.write_json(run_dir / "selection.json", selection)
 
     attach_method(model, spec, skips)
     if supernet is not None and spec.warm_start:
@@ -643,6 +656,9 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
         result = trainlib.train(model, data["train"], train_config(spec, spec.steps, spec.letter_every if monitor
                                                                    else 0),
                                 run_dir=run_dir / "train", on_step=on_step, eval_fn=monitor, progress=progress)
+    if not process.is_main_process:
+        process.wait_for_everyone()  # until the main process has written the row
+        return _stored_row(run_dir, spec.study)
     if monitor is not None:  # every `letter_every` steps, and at the end when the step count is off the cadence
         done = {e["step"] + 1 for e in result.evals} if result else set()
         evals = [{"step": e["step"] + 1, **{k: v for k, v in e.items() if k != "step"}}
@@ -695,6 +711,7 @@ def run_experiment(spec: ExperimentSpec, *, model_factory: Callable[[], nn.Modul
         "spec": spec.to_json(),
     }
     io.write_json(run_dir / ROW_FILE, row)  # last: its presence marks the run finished
+    process.wait_for_everyone()
     return row
 
 
@@ -835,6 +852,14 @@ def comparison_table(rows: dict) -> pd.DataFrame:
 
 # ----------------------------------------------------------------------------- timing finished runs
 
+def weight_sharing_copy(base: nn.Module) -> nn.Module:
+    """A copy of `base` with modules of its own but `base`'s parameter and buffer tensors: attaching a method to it
+    leaves `base` as it was, and N timed runs hold one set of weights instead of N + 1 (at LLaVA-7B, 03's nine
+    runs would otherwise hold ~140 GB). Anything that writes into a weight must first replace it with a copy."""
+    memo = {id(t): t for t in itertools.chain(base.parameters(), base.buffers())}
+    return copy.deepcopy(base, memo)
+
+
 def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Callable | None]:
     """A finished run's final model, built on a copy of `base`: its stored skip set, its method and its
     trained weights (LoRA merged and unloaded, EAS's merge prepared), with the after-prefill hook it is
@@ -843,13 +868,18 @@ def trained_model(spec: ExperimentSpec, base: nn.Module) -> tuple[nn.Module, Cal
     if not (spec.run_dir() / ROW_FILE).exists():
         raise ExperimentError(f"run {spec.key()} ({spec.method}, k={spec.k}) is not finished: run it first.")
     skips = SkipSet(**read_selection(spec)["skip_set"]) if spec.method in SKIPPING else SkipSet()
-    model = copy.deepcopy(base)
+    # Full fine-tuning trains every weight: its own copy. Every other method adds modules beside the frozen
+    # weights, so its copy shares them with `base` (and with every other run's copy).
+    model = copy.deepcopy(base) if spec.method == "full" else weight_sharing_copy(base)
     build_model(spec, lambda: model, progress=False)  # frozen, no skips, wrapped: the layout training saw
     attach_method(model, spec, skips)
     if spec.method != "skip-only":
         trainlib.load_tensors_into(trainlib.trainable_parameters(model),
                                     spec.run_dir() / "train" / "final.safetensors")
     if spec.method == "lora":
+        for layer in baselines.lora_layers(model):  # the merge writes into these weights: not the shared ones
+            linear = layer.get_base_layer()
+            linear.weight = nn.Parameter(linear.weight.detach().clone(), requires_grad=False)
         baselines.merge_lora(model, unload=True)  # deployed form: plain Linear layers, no peft wrappers
     hook = after_prefill_hook(model, spec)
     if hook is not None:

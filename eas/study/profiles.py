@@ -439,6 +439,7 @@ class FineTuneParams:
     warmup_steps: int = 8        # linear learning-rate warm-up, then cosine decay
     batch_size: int = 8
     grad_accum: int = 1          # micro-batches of batch_size per optimizer step (a 7B model's activations)
+    gradient_checkpointing: bool = False  # recompute activations in backward: same gradients, a fraction of the memory
     lr: float = 0.001
     skip_hidden: int = 32
     adapt_hidden: int = 8
@@ -504,7 +505,8 @@ class FineTuneParams:
         values = dict(task=self.task, answer_format=self.answer_format, method="eas", kind="mha", k=1,
                       selector=self.selector, pia=pia,
                       sizes=self.sizes, steps=self.steps, warmup_steps=self.warmup_steps,
-                      batch_size=self.batch_size, grad_accum=self.grad_accum, lr=self.lr,
+                      batch_size=self.batch_size, grad_accum=self.grad_accum,
+                      gradient_checkpointing=self.gradient_checkpointing, lr=self.lr,
                       bandit_warmup_steps=self.bandit_warmup_steps, bandit_comparisons=self.bandit_comparisons,
                       bandit_m=self.bandit_m, bandit_T=self.bandit_T, bandit_lr=self.bandit_lr,
                       heldout=self.heldout, n_eval=self.n_eval, eval_batch_size=self.eval_batch_size,
