@@ -34,12 +34,8 @@ def prompt_context(prompt_mask: torch.Tensor | None, attention_mask: torch.Tenso
     if prompt_mask is None:
         yield None
         return
-    ctx = make_context(prompt_mask, attention_mask)
-    token = _CURRENT.set(ctx)
-    try:
+    with restored_context(make_context(prompt_mask, attention_mask)) as ctx:
         yield ctx
-    finally:
-        _CURRENT.reset(token)
 
 
 def make_context(prompt_mask: torch.Tensor, attention_mask: torch.Tensor | None = None) -> PromptContext:
