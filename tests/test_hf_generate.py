@@ -180,7 +180,11 @@ def test_llava_generate_through_image_text_to_text(tmp_path):
             ref, _ = target(batch.input_ids, batch.attention_mask, batch.image_features)
             got, _ = again(batch.input_ids, batch.attention_mask, batch.image_features)
     assert torch.equal(got, ref)
+    # The batch holds cached CLIP features; generate() takes what a user passes: the processor's pixels.
+    from PIL import Image
+    pixels = processor.image_processor(images=[Image.open(e.image).convert("RGB") for e in llava_examples() if e.image],
+                                       return_tensors="pt")["pixel_values"]
     out = loaded.generate(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                          pixel_values=batch.image_features, do_sample=False, max_new_tokens=6, min_new_tokens=6,
+                          pixel_values=pixels, do_sample=False, max_new_tokens=6, min_new_tokens=6,
                           eos_token_id=None, pad_token_id=target.pad_token_id)
     assert torch.equal(out[:, batch.input_ids.shape[1]:], want) and not reparam.is_merged(loaded)

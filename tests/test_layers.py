@@ -138,7 +138,9 @@ def test_an_export_written_before_the_layout_still_loads():
         with torch.no_grad(), prompt_context(batch.prompt_mask, batch.attention_mask):
             hidden, _ = CausalLMTarget(model)(batch.input_ids, batch.attention_mask)
             logits = model.lm_head(hidden)
-    assert torch.allclose(logits, expected["logits"], atol=1e-5)
+    # float32 reductions may be ordered differently by another torch build or CPU (seen: 3e-5 on logits of ~5);
+    # a wrong layer or a missing adapter moves them by whole units.
+    assert torch.allclose(logits, expected["logits"], rtol=1e-4, atol=1e-4)
 
 
 def test_notebooks_stay_thin():
