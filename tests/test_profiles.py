@@ -93,19 +93,26 @@ def test_bad_seed_parameters_are_named(override, message):
 
 def test_table3_and_scienceqa_check_specs():
     P = notebook_params("07_methods", profile_values("cpu", "07_methods"))
-    assert P.transfer_specs() == {}  # cpu: Table 1 already is the VQA (Slake) analog, AID is not learned there
+    assert P.transfer_specs() == {}  # cpu: Table 3 is left out for time
+    # cpu's Table 1 is ScienceQA with the option's words, EAS at its own measured rate, the rest at `lr`
+    table1 = {label: P.method_spec(method, k) for label, (method, k) in P.row_methods().items()}
+    assert {(s.task, s.answer_format, s.max_new_tokens) for s in table1.values()} == {("scienceqa", "QCM-A-text", 16)}
+    assert table1["EAS_12"].lr == 0.002 and {s.lr for label, s in table1.items() if label != "EAS_12"} == {0.001}
+    assert P.scienceqa_specs() == {}  # nothing to check: Table 1 is ScienceQA
     F = notebook_params("07_methods", profile_values("cpu-full", "07_methods"))
     columns = F.transfer_specs()
-    assert list(columns) == ["AID 20%", "AID 50%"] and F.transfer_steps > P.steps
+    assert list(columns) == ["Slake", "AID 20%", "AID 50%"] and F.transfer_steps > P.steps
     for name, fraction in (("AID 20%", 0.2), ("AID 50%", 0.5)):
         specs = columns[name]
         assert list(specs) == ["LoRA", "Adapter", "MAM", "DAS_4", "EAS_12"]
         assert {(s.task, s.train_fraction, s.steps, s.sizes["per_class"]) for s in specs.values()} == \
             {("classification", fraction, F.transfer_steps, 100)}
-    # the ScienceQA check runs this chapter's budget on ScienceQA, scoring the option letter only
-    (label, spec), = P.scienceqa_specs().items()
-    assert (label == "LoRA" and spec.method == "lora" and spec.task == "scienceqa" and spec.steps == P.steps
-            and spec.max_new_tokens == 8)
+    assert {s.lr for column in columns.values() for s in column.values()} == {F.lr}  # method_lr is Table 1's
+    # smoke runs another task, so the ScienceQA check runs its budget on ScienceQA, scoring the answer only
+    S = notebook_params("07_methods", profile_values("smoke", "07_methods"))
+    (label, spec), = S.scienceqa_specs().items()
+    assert (label == "LoRA" and spec.method == "lora" and spec.task == "scienceqa" and spec.steps == S.steps
+            and spec.max_new_tokens == S.scienceqa_answer_tokens and spec.lr == S.lr)
     # on ScienceQA (gpu) the Slake column is there, and its EAS row is chapter 2's kind of run (same fields)
     G = notebook_params("07_methods", profile_values("gpu", "07_methods"))
     assert "Slake" in G.transfer_specs() and G.transfer_specs()["Slake"]["LoRA"].task == "vqa"
@@ -117,6 +124,9 @@ def test_table3_and_scienceqa_check_specs():
     ({"transfer_fractions": []}, "transfer_fractions"),
     ({"transfer_steps": -1}, "transfer_steps"),
     ({"scienceqa_check": ["prompt_tuning"]}, "scienceqa_check"),
+    ({"method_lr": {"eas": 0}}, "method_lr=.*positive learning rates"),
+    ({"method_lr": {"prefix": 0.01}}, "method_lr=.*expected a mapping from methods"),
+    ({"method_lr": [0.01]}, "method_lr"),
 ])
 def test_bad_table3_parameters_are_named(override, message):
     values = {**profile_values("cpu-full", "07_methods"), **override}  # cpu-full runs Table 3's AID columns

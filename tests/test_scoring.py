@@ -99,6 +99,39 @@ def test_a_model_that_prefers_the_right_letter_scores_every_item(tiny_mini_llava
     assert 0.0 <= before["letter_acc"] <= 1.0 and before["letter_loss"] > 0
 
 
+def test_text_answers_are_scored_at_the_first_token_where_the_options_differ(tiny_mini_llava, sqa_root):
+    """QCM-A-text ("The answer is eagle."): the slot is where greedy decoding commits to an option; options that
+    share that token count once, and a model boosted towards the right option's token there scores every item."""
+    model = tiny_mini_llava
+    examples = load_task("scienceqa", "test", sqa_root, answer_format="QCM-A-text")
+    rows = letter_scores(model, examples, batch_size=3)
+    for ex, row in zip(examples, rows):
+        slot = letter_slot(model, ex)
+        ids = model.target_ids(ex.target)
+        assert model.tokenizer.decode(ids[:slot.slot]).strip().startswith("The answer is")
+        choice = ex.meta["choices"][slot.answer_index]
+        assert choice.strip() in ex.target and ids[slot.slot] == slot.option_ids[slot.answer_index]
+        variants = [model.target_ids(f"The answer is {c.strip()}.") for c in ex.meta["choices"]]
+        assert all(v[:slot.slot] == ids[:slot.slot] for v in variants)  # a shared prefix up to the slot
+        assert len({v[slot.slot] for v in variants}) > 1
+        assert row["letter_chance"] == pytest.approx(1 / len(set(slot.option_ids)))
+
+        def boost(_module, _inputs, out, right=slot.option_ids[slot.answer_index]):
+            out = out.clone()
+            out[..., right] += 1e4
+            return out
+
+        handle = model.lm_head.register_forward_hook(boost)
+        try:
+            (boosted,) = letter_scores(model, [ex])
+        finally:
+            handle.remove()
+        assert boosted["letter_correct"] and boosted["letter_loss"] < 1e-3
+    wrong_words = dataclasses.replace(examples[0], target="The answer is something else entirely.")
+    with pytest.raises(LetterError, match="nor its option's words"):
+        letter_slot(model, wrong_words)
+
+
 def test_summary_and_bad_examples(tiny_mini_llava, sqa_root):
     examples = load_task("scienceqa", "test", sqa_root, limit=4, answer_format="QCM-A")
     summary = letter_summary(letter_scores(tiny_mini_llava, examples))

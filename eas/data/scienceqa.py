@@ -65,8 +65,9 @@ TEMPLATE_FILTERS = (None, "seen", "unseen")
 # QCM-A-text, ours, names the option's text instead of its letter ("The answer is eagle."): the reply then needs
 # no binding of an option to its letter, a step a small model may not learn within a short budget.
 ANSWER_FORMATS = ("QCM-ALE", "QCM-A", "QCM-A-text")
-LETTER_FORMATS = ("QCM-ALE", "QCM-A")  # the formats whose target names the option letter (eas.models.scoring)
+LETTER_FORMATS = ("QCM-ALE", "QCM-A")  # the formats whose target names the option letter
 ANSWER_PREFIX = "The answer is ("
+TEXT_ANSWER_PREFIX = "The answer is "  # QCM-A-text's, before the option's words
 INSTRUCTIONS = {
     "QCM-ALE": 'Reply with "The answer is (letter)." and then explain your reasoning in a sentence or two.',
     "QCM-A": 'Reply with "The answer is (letter)."',
@@ -97,7 +98,7 @@ def format_prompt(hint: str, question: str, choices: list[str], answer_format: s
 
 def format_target(letter: str, solution: str, answer_format: str = "QCM-ALE", choice: str = "") -> str:
     if check_answer_format(answer_format) == "QCM-A-text":
-        return f"The answer is {choice.strip()}."
+        return f"{TEXT_ANSWER_PREFIX}{choice.strip()}."
     if answer_format == "QCM-A":
         return f"{ANSWER_PREFIX}{letter})."
     return f"{ANSWER_PREFIX}{letter}). BECAUSE: {solution.strip()}"

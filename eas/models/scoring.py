@@ -11,6 +11,11 @@ the letter's token and the rest, and read off which option letter the model pref
 The letter's slot is found by tokenising the target once per option letter and taking the first answer
 token at which the variants differ, so no assumption is made about how a tokenizer splits "(A)".
 Examples need `meta["n_choices"]` (ScienceQA's loader sets it) and a target naming their `answer` letter.
+
+A QCM-A-text target ("The answer is eagle.") names the option's words instead of its letter; there the
+variants are the target with each option's words (`meta["choices"]`), and the slot is the first token at
+which they differ: the token at which greedy decoding commits to an option. Options that share that token
+(rare: "North America" and "North Korea") count as one there, so chance is 1 / (distinct tokens).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from eas.data.scienceqa import option_letters
+from eas.data.scienceqa import TEXT_ANSWER_PREFIX, option_letters
 from eas.models.prompt import prompt_context
 
 
@@ -44,20 +49,36 @@ def _answer_tokens(model, examples) -> list[list[int]]:
 
 def letter_slot(model, example) -> LetterSlot:
     """Where the answer letter sits among `example`'s target tokens, and each option's token there."""
-    n = example.meta.get("n_choices")
-    letters = option_letters(n) if isinstance(n, int) and n >= 2 else ""
-    marker = f"({example.answer})"
-    if example.answer not in letters or marker not in example.target:
-        raise LetterError(f"example {example.uid}: target {example.target[:60]!r} names no option letter "
-                          f"'({example.answer})' among {n!r} options (meta['n_choices'])")
-    variants = [dataclasses.replace(example, target=example.target.replace(marker, f"({x})", 1)) for x in letters]
-    rows = _answer_tokens(model, variants)
+    targets, answer_index = _option_targets(example)
+    rows = _answer_tokens(model, [dataclasses.replace(example, target=t) for t in targets])
     width = min(map(len, rows))
     differs = [j for j in range(width) if len({r[j] for r in rows}) > 1]
     if not differs:
         raise LetterError(f"example {example.uid}: the option letters tokenise identically in its target")
     slot = differs[0]
-    return LetterSlot(slot=slot, option_ids=tuple(r[slot] for r in rows), answer_index=letters.index(example.answer))
+    return LetterSlot(slot=slot, option_ids=tuple(r[slot] for r in rows), answer_index=answer_index)
+
+
+def _option_targets(example) -> tuple[list[str], int]:
+    """`example`'s target as it would read for each option, in option order, and the correct option's index:
+    the letter swapped ("(B)" -> "(A)", ...) where the target names one, else the option's words swapped
+    (QCM-A-text)."""
+    n = example.meta.get("n_choices")
+    letters = option_letters(n) if isinstance(n, int) and n >= 2 else ""
+    if example.answer not in letters:
+        raise LetterError(f"example {example.uid}: answer {example.answer!r} names no option letter among {n!r} "
+                          "options (meta['n_choices'])")
+    index = letters.index(example.answer)
+    marker = f"({example.answer})"
+    if marker in example.target:
+        return [example.target.replace(marker, f"({x})", 1) for x in letters], index
+    choices = example.meta.get("choices")
+    said = f"{TEXT_ANSWER_PREFIX}{choices[index].strip()}" if isinstance(choices, list) and len(choices) == n else None
+    if said is None or not example.target.startswith(said):
+        raise LetterError(f"example {example.uid}: target {example.target[:60]!r} names no option letter "
+                          f"'({example.answer})' nor its option's words (meta['choices'])")
+    rest = example.target[len(said):]
+    return [f"{TEXT_ANSWER_PREFIX}{c.strip()}{rest}" for c in choices], index
 
 
 @torch.no_grad()
@@ -80,11 +101,13 @@ def letter_scores(model, examples, *, batch_size: int = 8, slots: list[LetterSlo
             logits = model.lm_head(hidden[b, where]).float()  # position t predicts target token t + 1
             ce = F.cross_entropy(logits, targets[b, where], reduction="none")
             rest = torch.cat([ce[:ls.slot], ce[ls.slot + 1:]])
-            option_logits = logits[ls.slot, list(ls.option_ids)]
+            distinct = sorted(set(ls.option_ids))  # options sharing their first distinct token count once
+            option_logits = logits[ls.slot, distinct]
+            right = distinct.index(ls.option_ids[ls.answer_index])
             rows.append({"uid": ex.uid, "letter_loss": float(ce[ls.slot]),
                          "rest_loss": float(rest.mean()) if len(rest) else math.nan,
-                         "letter_correct": bool(int(option_logits.argmax()) == ls.answer_index),
-                         "letter_chance": 1.0 / len(ls.option_ids)})
+                         "letter_correct": bool(int(option_logits.argmax()) == right),
+                         "letter_chance": 1.0 / len(distinct)})
     model.train(was_training)
     return rows
 

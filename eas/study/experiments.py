@@ -47,7 +47,7 @@ from eas import baselines
 from eas.core import io
 from eas.core.results import cached_frame
 from eas.data.evaluate import METRIC_COLUMNS, chance_accuracy, chance_z, score, summarise
-from eas.data.scienceqa import ANSWER_FORMATS, LETTER_FORMATS
+from eas.data.scienceqa import ANSWER_FORMATS
 from eas.measure import cost
 from eas.measure.memory import training_memory
 from eas.measure.shapes import param_count, shape_config
@@ -150,7 +150,8 @@ class ExperimentSpec:
     # gradients, ~1/3 more compute, and activation memory of one layer instead of all (a 7B run's batches)
     gradient_checkpointing: bool = False
     # scienceqa only: every `letter_every` fine-tuning steps, the answer letter's loss and accuracy on
-    # `letter_items` train and val items (eas.models.scoring), saved as letters.csv; 0 turns it off
+    # `letter_items` train and val items (eas.models.scoring; under QCM-A-text the first token at which the
+    # options' words differ), saved as letters.csv; 0 turns it off
     letter_every: int = 20
     letter_items: int = 64
 
@@ -403,7 +404,7 @@ LETTERS_FILE = "letters.csv"
 
 def letter_sets(spec: ExperimentSpec, data: dict) -> dict[str, list] | None:
     """The train and val items whose answer letter is monitored during fine-tuning (scienceqa only)."""
-    if spec.task != "scienceqa" or not spec.letter_every or spec.answer_format not in LETTER_FORMATS:
+    if spec.task != "scienceqa" or not spec.letter_every:
         return None
     root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
     val = runs.load_split(spec.task, root, "val", limit=spec.letter_items, answer_format=spec.answer_format)

@@ -593,6 +593,15 @@ class MethodsParams(FineTuneParams):
     """07_methods: EAS against the PETL baselines on one task (Tables 1 and 3): accuracy, updated parameters,
     FLOPs and time. Baseline sizes default to about EAS's share of updated parameters on the embedded model."""
 
+    # Table 1 is ScienceQA under every shipped profile; cpu names the option's words, the design measured to
+    # learn it in 80 steps (README, "ScienceQA under cpu")
+    task: str = "scienceqa"
+    answer_format: str = "QCM-A-text"
+    # Table 1's learning rate per method, where it is not `lr` (method -> rate; Table 3 and the ScienceQA check
+    # use `lr`): at cpu's 80 steps LoRA learned ScienceQA at 1e-3 better than at 2e-3, EAS_12 the other way round
+    # (README); {} gives every method `lr`
+    method_lr: dict = field(default_factory=lambda: {"eas": 0.002})
+    answer_tokens: int = 16  # "The answer is sunny windowsill." and every analog option fit
     methods: list = field(default_factory=lambda: ["lora", "adapter", "mam", "das", "eas"])
     eas_ks: list = field(default_factory=lambda: [12])  # EAS_k rows (MHAs skipped)
     das_k: int = 4                                       # DAS_k: whole layers skipped
@@ -609,10 +618,10 @@ class MethodsParams(FineTuneParams):
     transfer_steps: int = 0  # fine-tuning steps of the Table 3 runs (0: `steps`)
     transfer_sizes: dict = field(default_factory=lambda: {"per_class": 100})  # the AID analog's images per class
     transfer_answer_tokens: int = 12  # short answers: chapter 2's setting, so its VQA bandit run is EAS's row
-    # where `task` is not ScienceQA (cpu): these methods also run on ScienceQA with the chapter's budget, to show
+    # where `task` is not ScienceQA (smoke): these methods also run on ScienceQA with the chapter's budget, to show
     # whether that budget learns it (accuracy against chance); [] leaves the check out
-    scienceqa_check: list = field(default_factory=lambda: ["lora"])
-    scienceqa_answer_tokens: int = 8  # the option letter comes first in the target: 8 tokens score it exactly
+    scienceqa_check: list = field(default_factory=list)
+    scienceqa_answer_tokens: int = 16  # the answer comes first in every format's target: 16 tokens score it
 
     def __post_init__(self):
         super().__post_init__()
@@ -635,6 +644,12 @@ class MethodsParams(FineTuneParams):
         for name in ("das_k", "lora_r", "adapter_hidden", "mam_hidden", "mam_prefix", "das_layer_hidden",
                      "das_kept_hidden"):
             _check_list(name, [getattr(self, name)])
+        methods = ("lora", "adapter", "mam", "das", "eas", "full")
+        if not isinstance(self.method_lr, dict) or any(
+                m not in methods or isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0
+                for m, r in self.method_lr.items()):
+            raise ParameterError(f"parameter method_lr={self.method_lr!r}; expected a mapping from methods "
+                                 f"({', '.join(methods)}) to positive learning rates, e.g. {{eas: 0.002}}.")
         _check_list("transfer_answer_tokens", [self.transfer_answer_tokens])
         _check_list("scienceqa_answer_tokens", [self.scienceqa_answer_tokens])
         if self.scienceqa_check:
@@ -650,8 +665,8 @@ class MethodsParams(FineTuneParams):
     def method_spec(self, method: str, k: int | None = None, **changes):
         """The ExperimentSpec of one row: EAS_k and DAS_k searched by the bandit (warm_start off, as in
         chapter 2, so every method gets the same fine-tuning), the PETL baselines at this chapter's sizes."""
-        common = {**dict(task=self.task, train_fraction=self.train_fraction, warm_start=False, study="07_methods"),
-                  **changes}
+        common = {**dict(task=self.task, train_fraction=self.train_fraction, warm_start=False, study="07_methods",
+                         lr=self.method_lr.get(method, self.lr)), **changes}
         if method == "eas":
             return self.spec(**{"k": k or max(self.eas_ks), "selector": "bandit", **common})
         options = {"lora": {"r": self.lora_r}, "adapter": {"hidden": self.adapter_hidden},
@@ -675,14 +690,15 @@ class MethodsParams(FineTuneParams):
                 name = "Slake" if task == "vqa" else f"AID {round(100 * fraction)}%"
                 sizes = self.transfer_sizes if task == "classification" else self.sizes
                 columns[name] = {label: self.method_spec(method, k, task=task, train_fraction=fraction, sizes=sizes,
-                                                         steps=steps, warmup_steps=warmup,
+                                                         steps=steps, warmup_steps=warmup, lr=self.lr,
                                                          max_new_tokens=self.transfer_answer_tokens)
                                  for label, (method, k) in self.row_methods().items()}
         return columns
 
     def scienceqa_specs(self) -> dict[str, "ExperimentSpec"]:
         """Row label -> spec of the `scienceqa_check` methods on ScienceQA at this chapter's budget."""
-        return {label: self.method_spec(method, k, task="scienceqa", max_new_tokens=self.scienceqa_answer_tokens)
+        return {label: self.method_spec(method, k, task="scienceqa", max_new_tokens=self.scienceqa_answer_tokens,
+                                     lr=self.lr)
                 for label, (method, k) in self.row_methods(self.scienceqa_check).items()}
 
     def row_methods(self, methods: list | None = None) -> dict[str, tuple[str, int | None]]:

@@ -36,11 +36,16 @@ def budget(P, train_seeds) -> str:
     """The run's budget in one paragraph (markdown), from the chapter's parameters."""
     return (f"**This run's budget** (profile `{P.profile}`, {P.model}, task {P.task}): methods {', '.join(P.methods)} "
             f"(EAS_k for k in {P.eas_ks}, DAS_{P.das_k}); {P.steps} fine-tuning steps of {P.batch_size} examples per "
-            f"method (learning rate {P.lr:g} after {P.warmup_steps} warm-up steps); bandit searches of "
+            f"method (learning rate {P.lr:g}{_own_rates(P)} after {P.warmup_steps} warm-up steps); bandit searches of "
             f"{P.bandit_warmup_steps} warm-up steps and {P.bandit_comparisons} comparisons; at most {P.n_eval} test "
             f"questions, the same for every method. Training seeds: {list(train_seeds)} for EAS against the best "
             f"baseline, {P.seed} for the rest. Parity (\"keeps the accuracy\") is read as at most "
             f"{P.parity_margin:g} points worse.")
+
+
+def _own_rates(P) -> str:
+    own = getattr(P, "method_lr", {}) or {}
+    return "".join(f", {m} {r:g}" for m, r in sorted(own.items()))
 
 
 def method_labels(labels, das_k: int) -> tuple[list[str], list[str]]:
