@@ -54,7 +54,7 @@ def letter_slot(model, example) -> LetterSlot:
     width = min(map(len, rows))
     differs = [j for j in range(width) if len({r[j] for r in rows}) > 1]
     if not differs:
-        raise LetterError(f"example {example.uid}: the option letters tokenise identically in its target")
+        raise LetterError(f"example {example.uid}: its options tokenise identically in its target")
     slot = differs[0]
     return LetterSlot(slot=slot, option_ids=tuple(r[slot] for r in rows), answer_index=answer_index)
 
