@@ -76,6 +76,22 @@ def test_letter_loss_and_accuracy_match_a_hand_computation(tiny_mini_llava, sqa_
         assert row["letter_chance"] == pytest.approx(1 / ex.meta["n_choices"])
 
 
+def _scored_with_boost(model, example, token: int) -> dict:
+    """letter_scores of one example with `token`'s logit raised by a lot at every position (a hook on the LM head)."""
+
+    def boost(_module, _inputs, out):
+        out = out.clone()
+        out[..., token] += 1e4
+        return out
+
+    handle = model.lm_head.register_forward_hook(boost)
+    try:
+        (row,) = letter_scores(model, [example])
+    finally:
+        handle.remove()
+    return row
+
+
 def test_a_model_that_prefers_the_right_letter_scores_every_item(tiny_mini_llava, sqa_root):
     model = tiny_mini_llava
     examples = load_task("scienceqa", "test", sqa_root, answer_format="QCM-A")
@@ -83,18 +99,7 @@ def test_a_model_that_prefers_the_right_letter_scores_every_item(tiny_mini_llava
     # Raise the correct letter's logit by a lot, at every position (a hook on the LM head), one item at a time.
     for ex in examples:
         slot = letter_slot(model, ex)
-        right = slot.option_ids[slot.answer_index]
-
-        def boost(_module, _inputs, out, right=right):
-            out = out.clone()
-            out[..., right] += 1e4
-            return out
-
-        handle = model.lm_head.register_forward_hook(boost)
-        try:
-            (row,) = letter_scores(model, [ex])
-        finally:
-            handle.remove()
+        row = _scored_with_boost(model, ex, slot.option_ids[slot.answer_index])
         assert row["letter_correct"] and row["letter_loss"] < 1e-3
     assert 0.0 <= before["letter_acc"] <= 1.0 and before["letter_loss"] > 0
 
@@ -115,17 +120,7 @@ def test_text_answers_are_scored_at_the_first_token_where_the_options_differ(tin
         assert all(v[:slot.slot] == ids[:slot.slot] for v in variants)  # a shared prefix up to the slot
         assert len({v[slot.slot] for v in variants}) > 1
         assert row["letter_chance"] == pytest.approx(1 / len(set(slot.option_ids)))
-
-        def boost(_module, _inputs, out, right=slot.option_ids[slot.answer_index]):
-            out = out.clone()
-            out[..., right] += 1e4
-            return out
-
-        handle = model.lm_head.register_forward_hook(boost)
-        try:
-            (boosted,) = letter_scores(model, [ex])
-        finally:
-            handle.remove()
+        boosted = _scored_with_boost(model, ex, slot.option_ids[slot.answer_index])
         assert boosted["letter_correct"] and boosted["letter_loss"] < 1e-3
     wrong_words = dataclasses.replace(examples[0], target="The answer is something else entirely.")
     with pytest.raises(LetterError, match="nor its option's words"):

@@ -588,6 +588,9 @@ class PIAAblationParams(FineTuneParams):
         _check_list("k", [self.k])
 
 
+TABLE1_METHODS = ("lora", "adapter", "mam", "das", "eas", "full")  # 07's row methods (row_methods labels them)
+
+
 @dataclass(frozen=True)
 class MethodsParams(FineTuneParams):
     """07_methods: EAS against the PETL baselines on one task (Tables 1 and 3): accuracy, updated parameters,
@@ -638,22 +641,21 @@ class MethodsParams(FineTuneParams):
         if isinstance(self.transfer_steps, bool) or not isinstance(self.transfer_steps, int) or self.transfer_steps < 0:
             raise ParameterError(f"parameter transfer_steps={self.transfer_steps!r} must be an integer >= 0 "
                                  "(0: the chapter's `steps`).")
-        _check_list("methods", self.methods, ("lora", "adapter", "mam", "das", "eas", "full"))
+        _check_list("methods", self.methods, TABLE1_METHODS)
         if "eas" in self.methods:
             _check_list("eas_ks", self.eas_ks)
         for name in ("das_k", "lora_r", "adapter_hidden", "mam_hidden", "mam_prefix", "das_layer_hidden",
                      "das_kept_hidden"):
             _check_list(name, [getattr(self, name)])
-        methods = ("lora", "adapter", "mam", "das", "eas", "full")
         if not isinstance(self.method_lr, dict) or any(
-                m not in methods or isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0
+                m not in TABLE1_METHODS or isinstance(r, bool) or not isinstance(r, (int, float)) or not r > 0
                 for m, r in self.method_lr.items()):
             raise ParameterError(f"parameter method_lr={self.method_lr!r}; expected a mapping from methods "
-                                 f"({', '.join(methods)}) to positive learning rates, e.g. {{eas: 0.002}}.")
+                                 f"({', '.join(TABLE1_METHODS)}) to positive learning rates, e.g. {{eas: 0.002}}.")
         _check_list("transfer_answer_tokens", [self.transfer_answer_tokens])
         _check_list("scienceqa_answer_tokens", [self.scienceqa_answer_tokens])
         if self.scienceqa_check:
-            _check_list("scienceqa_check", self.scienceqa_check, ("lora", "adapter", "mam", "das", "eas", "full"))
+            _check_list("scienceqa_check", self.scienceqa_check, TABLE1_METHODS)
         try:
             for method in self.methods:
                 self.method_spec(method, max(self.eas_ks))
