@@ -51,6 +51,9 @@ def test_labels_budget_and_the_papers_rows():
     text = methods.budget(P, [0, 1, 2])
     assert "profile `cpu`" in text and "80 fine-tuning steps of 8" in text and "[0, 1, 2] for EAS" in text
     assert "at most 2 points worse" in text
+    text = methods.budget(SimpleNamespace(**{**vars(P), "method_lr": {"eas": 0.002},
+                                             "lr_grid": {"lora": [0.001, 0.002]}}), [0])
+    assert "learning rate 0.001, eas 0.002, lora the best on the val split of 0.001, 0.002 after" in text
     sqa = methods.paper_columns("scienceqa", ["Avg"])
     assert sqa.loc["LoRA", "paper time vs base"] == pytest.approx(2.34 / 2.19)
     assert sqa.loc["EAS_12", "paper FLOPs vs base"] == pytest.approx(1 - 603.0 / 5018.4)
@@ -239,3 +242,25 @@ def test_scienceqa_check_table_and_sentence():
     learned = {"LoRA": {**checks["LoRA"], "z": 3.0, "above_chance": True}}
     assert "Above chance (z > 2) for LoRA." in methods.scienceqa_text(learned, sqa, rows, task="vqa", steps=80,
                                                                       batch_size=8)
+
+
+def test_table1_rows_take_the_rate_chosen_on_the_val_split(monkeypatch):
+    from eas.study import experiments
+    from eas.study.profiles import notebook_params, profile_values
+
+    P = notebook_params("07_methods", {**profile_values("cpu", "07_methods"), "method_lr": {},
+                                       "lr_grid": {"eas": [0.001, 0.002]}})
+    ran, val = [], {0.001: 50.0, 0.002: 55.0}
+    monkeypatch.setattr(experiments, "run_all", lambda specs, **k: ran.extend(specs))
+    monkeypatch.setattr(experiments, "validation_accuracy",
+                        lambda s, n, **k: {"val_accuracy": val[s.lr], "n_val": n, "val_chance": 35.0})
+    monkeypatch.setattr(experiments, "build_model", lambda *a, **k: SimpleNamespace(eval=lambda: None))
+    specs, choice = methods.table1_specs(P)
+    assert [s.lr for s in ran] == [0.001, 0.002] and specs["EAS_12"] == P.method_spec("eas", 12, lr=0.002)
+    assert specs["LoRA"] == P.method_spec("lora")  # not in the grid: the profile's rate
+    assert list(choice.index) == [("EAS_12", "lr 0.001"), ("EAS_12", "lr 0.002")]
+    assert list(choice.chosen) == [False, True]
+    text = methods.rate_choice_text(choice)
+    assert "chosen on 200 val items" in text and "EAS_12 0.002 (55.0%)" in text
+    assert "none was chosen" in methods.rate_choice_text(None)
+    assert methods.table1_specs(notebook_params("07_methods", profile_values("cpu", "07_methods")))[1] is None

@@ -119,3 +119,14 @@ def test_the_profile_passes_the_switch_to_every_spec():
 
     params = FineTuneParams(model="tiny", gradient_checkpointing=True)
     assert params.spec(method="lora", k=0, kind=None, selector="none").gradient_checkpointing
+
+
+def test_length_grouping_is_a_profile_switch_and_its_own_run():
+    from eas.study.profiles import FineTuneParams, ParameterError
+
+    plain = FineTuneParams(model="tiny").spec(method="lora", k=0, kind=None, selector="none")
+    grouped = FineTuneParams(model="tiny", group_by_length=True).spec(method="lora", k=0, kind=None, selector="none")
+    assert grouped.group_by_length and not plain.group_by_length
+    assert grouped.key() != plain.key()  # another batch order trains other weights: another run
+    with pytest.raises(ParameterError, match="group_by_length must be true or false"):
+        FineTuneParams(model="tiny", group_by_length="yes")

@@ -335,3 +335,45 @@ def test_models_load_on_the_process_device(monkeypatch):
     monkeypatch.setattr(zoo.LlavaTarget, "from_pretrained", staticmethod(from_pretrained))
     zoo.load_model("llava-hf/llava-1.5-7b-hf")
     assert seen["device"] == torch.device("cuda", 1) and seen["dtype"] == torch.bfloat16
+
+
+def test_validation_accuracy_scores_val_items_once_and_the_choice_never_reads_test(factory, monkeypatch):
+    from eas.data.evaluate import score
+    from eas.models.generate import generate_texts
+
+    s = spec(method="lora", method_options={"r": 2}, seed=6)
+    with pytest.raises(ExperimentError, match="not finished"):
+        experiments.validation_accuracy(s, 8, model_factory=factory)
+    run_experiment(s, model_factory=factory, progress=False)
+    v = experiments.validation_accuracy(s, 8, model_factory=factory)
+    stored = pd.read_csv(s.run_dir() / experiments.VALIDATION_FILE, dtype={"uid": str})
+    test_uids = set(experiments.item_correctness(s).uid)
+    assert len(stored) == 8 and not set(stored.uid) & test_uids  # val items, none of them a test item
+    # the same number by hand: the rebuilt model's greedy replies on the val items, scored as test items are
+    model, _ = experiments.trained_model(s, factory())
+    root = experiments.runs.prepare_task(s.task, s.sizes, seed=s.data_seed)
+    val = experiments.runs.load_split(s.task, root, "val", limit=8, answer_format=s.answer_format)
+    by_hand = score(s.task, val, generate_texts(model, val, batch_size=8, max_new_tokens=s.max_new_tokens,
+                                                progress=False))
+    assert v["val_accuracy"] == pytest.approx(100 * by_hand.correct.mean()) and v["n_val"] == 8
+    monkeypatch.setattr(experiments, "generate_texts", lambda *a, **k: pytest.fail("recomputed a stored result"))
+    assert experiments.validation_accuracy(s, 8, model_factory=factory) == v
+    for bad, match in [(0, "positive number"), (9, "has only 8 items")]:
+        with pytest.raises(ExperimentError, match=match):
+            experiments.validation_accuracy(s, bad, model_factory=factory)
+
+
+@pytest.mark.parametrize("accuracies, chosen", [({"lr 0.01": 50.0, "lr 0.02": 62.5}, "lr 0.02"),
+                                                ({"lr 0.01": 62.5, "lr 0.02": 62.5}, "lr 0.01")])
+def test_choose_by_validation_keeps_the_best_val_accuracy_and_ties_keep_the_listed_order(factory, monkeypatch,
+                                                                                           accuracies, chosen):
+    candidates = {label: spec(method="lora", method_options={"r": 2}, lr=float(label.split()[1]))
+                  for label in accuracies}
+    by_lr = {s.lr: accuracies[label] for label, s in candidates.items()}
+    monkeypatch.setattr(experiments, "validation_accuracy",
+                        lambda s, n, **k: {"val_accuracy": by_lr[s.lr], "n_val": n, "val_chance": 30.0})
+    best, table = experiments.choose_by_validation(candidates, 8, model_factory=factory)
+    assert best == chosen and table.loc[chosen, "chosen"] and table.chosen.sum() == 1
+    assert list(table.index) == list(candidates) and list(table.val_accuracy) == list(accuracies.values())
+    with pytest.raises(ExperimentError, match="at least one"):
+        experiments.choose_by_validation({}, 8)

@@ -72,7 +72,8 @@ def test_cpu_full_extends_cpu():
     for name in ("02_redundancy", "03_skip_ablation", "04_pia_ablation", "07_methods"):
         cpu, full = profile_values("cpu", name), profile_values("cpu-full", name)
         assert full["profile"] == "cpu-full" and len(full["seeds"]) == 3 and full["n_eval"] > cpu["n_eval"]
-        differ = ("profile", "seeds", "n_eval", "sizes", "transfer_tasks", "transfer_fractions", "transfer_steps")
+        differ = ("profile", "seeds", "n_eval", "sizes", "transfer_tasks", "transfer_fractions", "transfer_steps",
+                  "method_lr", "lr_grid", "n_val")  # cpu-full chooses 07's rates on the val split itself
         assert {k: v for k, v in full.items() if k not in differ} == {k: v for k, v in cpu.items() if k not in differ}
         params = notebook_params(name, full)
         assert params.headline_seeds()[0] == params.seed
@@ -94,10 +95,11 @@ def test_bad_seed_parameters_are_named(override, message):
 def test_table3_and_scienceqa_check_specs():
     P = notebook_params("07_methods", profile_values("cpu", "07_methods"))
     assert P.transfer_specs() == {}  # cpu: Table 3 is left out for time
-    # cpu's Table 1 is ScienceQA with the option's words, EAS at its own measured rate, the rest at `lr`
+    # cpu's Table 1 is ScienceQA with the option's words, each method at the rate chosen on the val split
     table1 = {label: P.method_spec(method, k) for label, (method, k) in P.row_methods().items()}
     assert {(s.task, s.answer_format, s.max_new_tokens) for s in table1.values()} == {("scienceqa", "QCM-A-text", 16)}
-    assert table1["EAS_12"].lr == 0.002 and {s.lr for label, s in table1.items() if label != "EAS_12"} == {0.001}
+    assert {label: s.lr for label, s in table1.items()} == {"LoRA": 0.001, "Adapter": 0.002, "MAM": 0.002,
+                                                             "DAS_4": 0.002, "EAS_12": 0.002}
     assert P.scienceqa_specs() == {}  # nothing to check: Table 1 is ScienceQA
     F = notebook_params("07_methods", profile_values("cpu-full", "07_methods"))
     columns = F.transfer_specs()
@@ -108,6 +110,16 @@ def test_table3_and_scienceqa_check_specs():
         assert {(s.task, s.train_fraction, s.steps, s.sizes["per_class"]) for s in specs.values()} == \
             {("classification", fraction, F.transfer_steps, 100)}
     assert {s.lr for column in columns.values() for s in column.values()} == {F.lr}  # method_lr is Table 1's
+    # lr_grid: each listed method's row is one candidate per rate, the other rows as before
+    grid = notebook_params("07_methods", {**profile_values("cpu", "07_methods"), "method_lr": {},
+                                          "lr_grid": {"lora": [0.001, 0.002], "eas": [0.001, 0.002]}})
+    candidates = grid.rate_candidates()
+    assert list(candidates) == ["LoRA", "EAS_12"] and list(candidates["LoRA"]) == ["lr 0.001", "lr 0.002"]
+    assert candidates["EAS_12"]["lr 0.002"] == grid.method_spec("eas", 12, lr=0.002)
+    assert P.rate_candidates() == {}
+    # cpu-full chooses every Table 1 rate itself, from the two rates cpu's were chosen from
+    assert {label: list(c) for label, c in F.rate_candidates().items()} == {
+        label: ["lr 0.001", "lr 0.002"] for label in ("LoRA", "Adapter", "MAM", "DAS_4", "EAS_12")}
     # smoke runs another task, so the ScienceQA check runs its budget on ScienceQA, scoring the answer only
     S = notebook_params("07_methods", profile_values("smoke", "07_methods"))
     (label, spec), = S.scienceqa_specs().items()
@@ -127,6 +139,12 @@ def test_table3_and_scienceqa_check_specs():
     ({"method_lr": {"eas": 0}}, "method_lr=.*positive learning rates"),
     ({"method_lr": {"prefix": 0.01}}, "method_lr=.*expected a mapping from methods"),
     ({"method_lr": [0.01]}, "method_lr"),
+    ({"lr_grid": {"lora": []}}, "lr_grid=.*lists of distinct positive"),
+    ({"lr_grid": {"lora": [0.001, 0.001]}}, "lr_grid=.*distinct"),
+    ({"lr_grid": {"prefix": [0.001]}}, "lr_grid=.*expected a mapping from methods"),
+    ({"lr_grid": {"lora": 0.001}}, "lr_grid"),
+    ({"lr_grid": {"eas": [0.001, 0.002]}, "method_lr": {"eas": 0.002}}, r"\['eas'\] are in both lr_grid and method_lr"),
+    ({"n_val": 0}, "n_val"),
 ])
 def test_bad_table3_parameters_are_named(override, message):
     values = {**profile_values("cpu-full", "07_methods"), **override}  # cpu-full runs Table 3's AID columns

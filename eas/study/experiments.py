@@ -238,8 +238,9 @@ def check_spec(spec: ExperimentSpec) -> None:
     _one_of("answer_format", spec.answer_format, ANSWER_FORMATS)
     _positive_int("letter_every", spec.letter_every, 0)
     _positive_int("letter_items", spec.letter_items)
-    if not isinstance(spec.gradient_checkpointing, bool):
-        raise ExperimentError(f"gradient_checkpointing must be true or false, got {spec.gradient_checkpointing!r}.")
+    for name in ("gradient_checkpointing", "group_by_length"):
+        if not isinstance(getattr(spec, name), bool):
+            raise ExperimentError(f"{name} must be true or false, got {getattr(spec, name)!r}.")
     if spec.task == "classification" and spec.train_fraction not in runs.TRAIN_FRACTIONS.values():
         raise ExperimentError(f"train_fraction {spec.train_fraction!r} is not one of the paper's "
                               f"{sorted(runs.TRAIN_FRACTIONS.values())}.")
@@ -811,6 +812,54 @@ def chance_check(spec: ExperimentSpec) -> dict:
     z = chance_z(spec.task, examples, correct)
     return {"accuracy": 100.0 * float(correct.mean()), "chance": chance_accuracy(spec.task, examples), "z": z,
             "n": int(len(correct)), "above_chance": bool(z > 2)}
+
+
+# ----------------------------------------------------------------------------- choices made on the val split
+
+VALIDATION_FILE = "validation.csv"
+
+
+def validation_accuracy(spec: ExperimentSpec, n_val: int, *, base: nn.Module | None = None,
+                        model_factory: Callable[[], nn.Module] | None = None, progress: bool = False) -> dict:
+    """A finished run's accuracy on the first `n_val` items of the val split, generated and scored as its test items
+    are: what a choice between runs (a learning rate, say) may look at, so that no test item informs it. Stored
+    once in the run folder (validation.csv, one row per item, recomputed if its items are not these); `base` is a
+    built base model to reuse."""
+
+    if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 1:
+        raise ExperimentError(f"n_val={n_val!r}: expected a positive number of val items.")
+    path = spec.run_dir() / VALIDATION_FILE
+    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
+    examples = runs.load_split(spec.task, root, "val", limit=n_val, train_fraction=spec.train_fraction,
+                               answer_format=spec.answer_format)
+    if len(examples) < n_val:
+        raise ExperimentError(f"n_val={n_val} but the val split of {spec.task} at {root} has only {len(examples)} "
+                              "items: ask for at most that many.")
+    per_example = pd.read_csv(path, dtype={"uid": str}) if path.exists() else None
+    if per_example is None or list(per_example["uid"]) != [e.uid for e in examples]:
+        if base is None:
+            base = build_model(spec, model_factory, progress=progress).eval()
+        model, _ = trained_model(spec, base)
+        per_example, _, _ = evaluate_model(model, spec, examples, progress)
+        io.save_frame(path, per_example)
+    return {"val_accuracy": 100.0 * float(per_example["correct"].mean()), "n_val": n_val,
+            "val_chance": chance_accuracy(spec.task, examples)}
+
+
+def choose_by_validation(candidates: dict, n_val: int, *,
+                         model_factory: Callable[[], nn.Module] | None = None) -> tuple[object, pd.DataFrame]:
+    """Among finished runs {label: spec} (one method at several settings), the one with the best val accuracy
+    (`validation_accuracy`; a tie goes to the first listed) and a table of every candidate's val accuracy."""
+
+    if not candidates:
+        raise ExperimentError("choose_by_validation needs at least one finished run.")
+    first = next(iter(candidates.values()))
+    base = build_model(first, model_factory, progress=False).eval()
+    table = pd.DataFrame([{"candidate": label, "lr": spec.lr, **validation_accuracy(spec, n_val, base=base)}
+                          for label, spec in candidates.items()]).set_index("candidate")
+    best = table.val_accuracy.idxmax()  # the first of the maxima: ties keep the listed order
+    table["chosen"] = table.index == best
+    return best, table
 
 
 def _aligned(specs_a: list, specs_b: list) -> tuple:

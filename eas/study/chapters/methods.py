@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from eas.data.evaluate import METRIC_COLUMNS
-from eas.study import paper, report, stats
+from eas.study import experiments, paper, report, stats
 
 CHAPTER = FAMILY = "07_methods"
 HEADLINE_CLAIM = "eas_no_worse_than_best_petl"
@@ -43,9 +43,38 @@ def budget(P, train_seeds) -> str:
             f"{P.parity_margin:g} points worse.")
 
 
+def table1_specs(P, *, progress: bool = False) -> tuple[dict, pd.DataFrame | None]:
+    """Table 1's spec per row label, and how the learning rates of `lr_grid` were chosen: each such method is run
+    at every rate of its grid and keeps the one with the best accuracy on `n_val` val items (ties: the first
+    rate listed). The table (row, candidate) -> lr, val accuracy, chosen; None without `lr_grid`."""
+    specs = {label: P.method_spec(method, k) for label, (method, k) in P.row_methods().items()}
+    tables = []
+    for label, candidates in P.rate_candidates().items():
+        experiments.run_all(candidates.values(), progress=progress)
+        best, table = experiments.choose_by_validation(candidates, P.n_val)
+        specs[label] = candidates[best]
+        tables.append(table.assign(row=label).reset_index().set_index(["row", "candidate"]))
+    return specs, pd.concat(tables) if tables else None
+
+
+def rate_choice_text(choice: pd.DataFrame | None) -> str:
+    """One sentence (markdown) on the rates chosen on the val split, or on the rates being given."""
+    if choice is None:
+        return ("Every learning rate is a parameter of the profile (`lr`, `method_lr`); none was chosen by this "
+                "run.")
+    picked = choice[choice.chosen]
+    rates = ", ".join(f"{row} {lr:g} ({acc:.1f}%)" for (row, _), lr, acc in
+                      zip(picked.index, picked.lr, picked.val_accuracy))
+    return (f"Learning rates chosen on {int(choice.n_val.iloc[0])} val items, never on test items: {rates}. The "
+            "table gives every candidate's val accuracy.")
+
+
 def _own_rates(P) -> str:
-    # any object with the budget's fields (the tests pass a namespace without method_lr)
-    return "".join(f", {m} {r:g}" for m, r in sorted(getattr(P, "method_lr", {}).items()))
+    # any object with the budget's fields (the tests pass a namespace without method_lr or lr_grid)
+    given = "".join(f", {m} {r:g}" for m, r in sorted(getattr(P, "method_lr", {}).items()))
+    grid = "".join(f", {m} the best on the val split of {', '.join(f'{r:g}' for r in rates)}"
+                   for m, rates in sorted(getattr(P, "lr_grid", {}).items()))
+    return given + grid
 
 
 def method_labels(labels, das_k: int) -> tuple[list[str], list[str]]:
