@@ -262,5 +262,5 @@ def test_table1_rows_take_the_rate_chosen_on_the_val_split(monkeypatch):
     assert list(choice.chosen) == [False, True]
     text = methods.rate_choice_text(choice)
     assert "chosen on 200 val items" in text and "EAS_12 0.002 (55.0%)" in text
-    assert "none was chosen" in methods.rate_choice_text(None)
+    assert "not chosen by this run" in methods.rate_choice_text(None)
     assert methods.table1_specs(notebook_params("07_methods", profile_values("cpu", "07_methods")))[1] is None

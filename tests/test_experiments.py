@@ -377,3 +377,5 @@ def test_choose_by_validation_keeps_the_best_val_accuracy_and_ties_keep_the_list
     assert list(table.index) == list(candidates) and list(table.val_accuracy) == list(accuracies.values())
     with pytest.raises(ExperimentError, match="at least one"):
         experiments.choose_by_validation({}, 8)
+    with pytest.raises(ExperimentError, match=r"candidates \['vqa'\] use another model, task or data"):
+        experiments.choose_by_validation({**candidates, "vqa": spec(method="lora", task="vqa")}, 8)

@@ -145,6 +145,7 @@ def test_table3_and_scienceqa_check_specs():
     ({"lr_grid": {"lora": 0.001}}, "lr_grid"),
     ({"lr_grid": {"eas": [0.001, 0.002]}, "method_lr": {"eas": 0.002}}, r"\['eas'\] are in both lr_grid and method_lr"),
     ({"n_val": 0}, "n_val"),
+    ({"n_val": 301}, "n_val=301 is more than the val split's 300 items"),
 ])
 def test_bad_table3_parameters_are_named(override, message):
     values = {**profile_values("cpu-full", "07_methods"), **override}  # cpu-full runs Table 3's AID columns

@@ -846,6 +846,10 @@ def validation_accuracy(spec: ExperimentSpec, n_val: int, *, base: nn.Module | N
             "val_chance": chance_accuracy(spec.task, examples)}
 
 
+def _val_items_of(spec: ExperimentSpec) -> tuple:
+    return spec.model, spec.task, spec.data_seed, json.dumps(spec.sizes, sort_keys=True), spec.dataset
+
+
 def choose_by_validation(candidates: dict, n_val: int, *,
                          model_factory: Callable[[], nn.Module] | None = None) -> tuple[object, pd.DataFrame]:
     """Among finished runs {label: spec} (one method at several settings), the one with the best val accuracy
@@ -854,6 +858,9 @@ def choose_by_validation(candidates: dict, n_val: int, *,
     if not candidates:
         raise ExperimentError("choose_by_validation needs at least one finished run.")
     first = next(iter(candidates.values()))
+    if other := [label for label, s in candidates.items() if _val_items_of(s) != _val_items_of(first)]:
+        raise ExperimentError(f"candidates {other} use another model, task or data than the first: a choice on the "
+                              "val split compares runs scored on the same val items.")
     base = build_model(first, model_factory, progress=False).eval()
     table = pd.DataFrame([{"candidate": label, "lr": spec.lr, **validation_accuracy(spec, n_val, base=base)}
                           for label, spec in candidates.items()]).set_index("candidate")

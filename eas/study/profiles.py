@@ -676,6 +676,9 @@ class MethodsParams(FineTuneParams):
             raise ParameterError(f"methods {both} are in both lr_grid and method_lr: a method's rate is either "
                                  "chosen on the val split (lr_grid) or given (method_lr), not both.")
         _check_list("n_val", [self.n_val])
+        if self.lr_grid and self.n_val > self.sizes.get("val", self.n_val):
+            raise ParameterError(f"parameter n_val={self.n_val} is more than the val split's {self.sizes['val']} "
+                                 "items (sizes); ask for at most that many.")
         _check_list("transfer_answer_tokens", [self.transfer_answer_tokens])
         _check_list("scienceqa_answer_tokens", [self.scienceqa_answer_tokens])
         if self.scienceqa_check:

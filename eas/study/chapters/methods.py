@@ -60,8 +60,8 @@ def table1_specs(P, *, progress: bool = False) -> tuple[dict, pd.DataFrame | Non
 def rate_choice_text(choice: pd.DataFrame | None) -> str:
     """One sentence (markdown) on the rates chosen on the val split, or on the rates being given."""
     if choice is None:
-        return ("Every learning rate is a parameter of the profile (`lr`, `method_lr`); none was chosen by this "
-                "run.")
+        return ("Every learning rate is a parameter of the profile (`lr`, `method_lr`), not chosen by this run; "
+                "`lr_grid` has a run choose them on the val split (`cpu-full` does).")
     picked = choice[choice.chosen]
     rates = ", ".join(f"{row} {lr:g} ({acc:.1f}%)" for (row, _), lr, acc in
                       zip(picked.index, picked.lr, picked.val_accuracy))
