@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import itertools
 import json
 import math
@@ -407,9 +408,14 @@ def letter_sets(spec: ExperimentSpec, data: dict) -> dict[str, list] | None:
     """The train and val items whose answer letter is monitored during fine-tuning (scienceqa only)."""
     if spec.task != "scienceqa" or not spec.letter_every:
         return None
+    return {"train": data["train"][:spec.letter_items], "val": val_split(spec, spec.letter_items)}
+
+
+def val_split(spec: ExperimentSpec, limit: int) -> list:
+    """The first `limit` items of the spec's val split (at most that many: the split may be shorter)."""
     root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
-    val = runs.load_split(spec.task, root, "val", limit=spec.letter_items, answer_format=spec.answer_format)
-    return {"train": data["train"][:spec.letter_items], "val": val}
+    return runs.load_split(spec.task, root, "val", limit=limit, train_fraction=spec.train_fraction,
+                           answer_format=spec.answer_format)
 
 
 def letter_monitor(spec: ExperimentSpec, sets: dict[str, list]) -> Callable[[nn.Module], dict]:
@@ -819,35 +825,32 @@ def chance_check(spec: ExperimentSpec) -> dict:
 VALIDATION_FILE = "validation.csv"
 
 
-def validation_accuracy(spec: ExperimentSpec, n_val: int, *, base: nn.Module | None = None,
-                        model_factory: Callable[[], nn.Module] | None = None, progress: bool = False) -> dict:
+def validation_accuracy(spec: ExperimentSpec, n_val: int, *, model_factory: Callable[[], nn.Module] | None = None,
+                        progress: bool = False) -> dict:
     """A finished run's accuracy on the first `n_val` items of the val split, generated and scored as its test items
     are: what a choice between runs (a learning rate, say) may look at, so that no test item informs it. Stored
-    once in the run folder (validation.csv, one row per item, recomputed if its items are not these); `base` is a
-    built base model to reuse."""
+    once in the run folder (validation.csv, one row per item, recomputed if its items are not these); the base
+    model is built only when a result has to be computed."""
 
     if isinstance(n_val, bool) or not isinstance(n_val, int) or n_val < 1:
         raise ExperimentError(f"n_val={n_val!r}: expected a positive number of val items.")
     path = spec.run_dir() / VALIDATION_FILE
-    root = runs.prepare_task(spec.task, spec.sizes, seed=spec.data_seed, release=spec.dataset)
-    examples = runs.load_split(spec.task, root, "val", limit=n_val, train_fraction=spec.train_fraction,
-                               answer_format=spec.answer_format)
+    examples = val_split(spec, n_val)
     if len(examples) < n_val:
-        raise ExperimentError(f"n_val={n_val} but the val split of {spec.task} at {root} has only {len(examples)} "
-                              "items: ask for at most that many.")
+        raise ExperimentError(f"n_val={n_val} but the val split of {spec.task} has only {len(examples)} items: ask "
+                              "for at most that many.")
     per_example = pd.read_csv(path, dtype={"uid": str}) if path.exists() else None
     if per_example is None or list(per_example["uid"]) != [e.uid for e in examples]:
-        if base is None:
-            base = build_model(spec, model_factory, progress=progress).eval()
-        model, _ = trained_model(spec, base)
+        model, _ = trained_model(spec, build_model(spec, model_factory, progress=progress).eval())
         per_example, _, _ = evaluate_model(model, spec, examples, progress)
         io.save_frame(path, per_example)
     return {"val_accuracy": 100.0 * float(per_example["correct"].mean()), "n_val": n_val,
             "val_chance": chance_accuracy(spec.task, examples)}
 
 
-def _val_items_of(spec: ExperimentSpec) -> tuple:
-    return spec.model, spec.task, spec.data_seed, json.dumps(spec.sizes, sort_keys=True), spec.dataset
+def _data_of(spec: ExperimentSpec) -> tuple:
+    """What fixes a run's val and test items: runs that differ here are not scored on the same items."""
+    return spec.task, spec.data_seed, json.dumps(spec.sizes, sort_keys=True), spec.dataset
 
 
 def choose_by_validation(candidates: dict, n_val: int, *,
@@ -858,11 +861,18 @@ def choose_by_validation(candidates: dict, n_val: int, *,
     if not candidates:
         raise ExperimentError("choose_by_validation needs at least one finished run.")
     first = next(iter(candidates.values()))
-    if other := [label for label, s in candidates.items() if _val_items_of(s) != _val_items_of(first)]:
+    # one base model and one set of val items serve every candidate
+    if other := [label for label, s in candidates.items()
+                 if (s.model, _data_of(s)) != (first.model, _data_of(first))]:
         raise ExperimentError(f"candidates {other} use another model, task or data than the first: a choice on the "
                               "val split compares runs scored on the same val items.")
-    base = build_model(first, model_factory, progress=False).eval()
-    table = pd.DataFrame([{"candidate": label, "lr": spec.lr, **validation_accuracy(spec, n_val, base=base)}
+
+    @functools.cache
+    def shared_base() -> nn.Module:  # built once, and only if some candidate's result is not stored yet
+        return build_model(first, model_factory, progress=False).eval()
+
+    table = pd.DataFrame([{"candidate": label, "lr": spec.lr,
+                           **validation_accuracy(spec, n_val, model_factory=shared_base)}
                           for label, spec in candidates.items()]).set_index("candidate")
     best = table.val_accuracy.idxmax()  # the first of the maxima: ties keep the listed order
     table["chosen"] = table.index == best
@@ -874,7 +884,7 @@ def _aligned(specs_a: list, specs_b: list) -> tuple:
     that some run lacks are errors naming them (eas.study.stats.pair_by_item)."""
     if not specs_a or not specs_b:
         raise ExperimentError("compare needs at least one finished run on each side.")
-    tasks = {(s.task, s.data_seed, json.dumps(s.sizes, sort_keys=True)) for s in [*specs_a, *specs_b]}
+    tasks = {_data_of(s) for s in [*specs_a, *specs_b]}
     if len(tasks) != 1:
         raise ExperimentError(f"runs on different tasks or test splits cannot be paired: {sorted(tasks)}.")
     paired = stats.pair_by_item([item_correctness(s) for s in specs_a], [item_correctness(s) for s in specs_b])
